@@ -1,0 +1,1380 @@
+/* jailrun: enter a jailyard jail and run one program in it as the tenant.
+ *
+ *   jailrun [options] NAME [--] PROGRAM [ARGS...]
+ *
+ * Threat model. Installed setuid root. Trusted: root, the config file fixed
+ * at build time (JAILRUN_CONFIG) when it and its directory are root-owned and
+ * not group/other writable, the allowed callers it lists (root and the web
+ * server by default), and the root-owned tenant plan and mount helper it
+ * names. Everyone else is refused before anything else is read. The tenant is
+ * hostile: nothing it can write (its home, tmp, overlay upper) is ever
+ * followed as a path by this program with privileges, and inside the jail it
+ * runs with no privileges, no host path reachable, its own PID, IPC, UTS,
+ * cgroup and (unless allowed) network namespaces, a fresh read-only /proc, a
+ * minimal /dev, rlimits and per-tenant cgroup limits. The caller is trusted
+ * but careless: its environment, descriptors, umask and terminal never reach
+ * the tenant. Anything malformed is refused with one line on stderr, a syslog
+ * line and an exit code from 120 to 127 (docs/contracts.md).
+ *
+ * Processes: the launcher (the "supervisor", in the host namespaces) checks,
+ * mounts on demand, clones the jail's mount tree, records the session and
+ * waits; its child is PID 1 of the jail (a reaper that forwards signals and
+ * reaps orphans), whose child execs the program. When the program ends, PID 1
+ * exits and the kernel kills whatever is left in the session.
+ *
+ * Entering is flat in the number of host mounts: the host mount namespace is
+ * never copied. The jail tree is cloned with open_tree(OPEN_TREE_CLONE |
+ * AT_RECURSIVE), PID 1 setns()es into a tiny template namespace kept at
+ * <run_dir>/mntns (one tmpfs), unshares a copy of that, moves the tree in,
+ * pivot_root()s into it and detaches the old root.
+ */
+#define _GNU_SOURCE
+#include "parse.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/nsfs.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef JAILRUN_CONFIG
+#define JAILRUN_CONFIG "/etc/jailyard/jailyard.conf"
+#endif
+
+enum {
+    EXIT_USAGE = 120,
+    EXIT_CALLER = 121,
+    EXIT_CONFIG = 122,
+    EXIT_TENANT = 123,
+    EXIT_MOUNT = 124,
+    EXIT_INTERNAL = 125,
+    EXIT_NOEXEC = 126,
+    EXIT_NOTFOUND = 127,
+};
+
+#define JAIL_PATH "/usr/local/bin:/usr/bin:/bin"
+#define HELPER_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define NEWROOT "/r"    /* mount point for the jail inside the template namespace */
+
+/* ---- who we are and what to say when we stop ---------------------------------- */
+
+static uid_t caller_uid;
+static const char *log_tenant = "-";
+static const char *log_program = "-";
+static int status_fd = -1;  /* in the jail's processes: where a failure code goes */
+static char *cmdline_start; /* our argv strings, which /proc/<pid>/cmdline shows */
+static size_t cmdline_len;
+static void cleanup(void);
+
+static void vreport(int code, int errnum, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (errnum)
+        fprintf(stderr, "jailrun: %s: %s\n", msg, strerror(errnum));
+    else
+        fprintf(stderr, "jailrun: %s\n", msg);
+    if (status_fd >= 0) {
+        /* Inside the jail's process tree: the supervisor logs and exits with the code. */
+        unsigned char c = (unsigned char)code;
+        if (write(status_fd, &c, 1) < 0) { /* nothing more we can do */ }
+        _exit(code);
+    }
+    syslog(LOG_WARNING, "refused: caller=%u tenant=%s program=%s code=%d reason=%s%s%s", (unsigned)caller_uid,
+           log_tenant, log_program, code, msg, errnum ? ": " : "", errnum ? strerror(errnum) : "");
+    cleanup();
+    exit(code);
+}
+
+static void die(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(code, 0, fmt, ap);
+    va_end(ap);
+    _exit(code);
+}
+
+static void die_with_error(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void die_with_error(int code, const char *fmt, ...)
+{
+    int errnum = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(code, errnum, fmt, ap);
+    va_end(ap);
+    _exit(code);
+}
+
+/* "a/b" joined with a separator; refuses rather than truncates. */
+static void join(char *out, size_t outlen, const char *a, const char *b)
+{
+    int n = snprintf(out, outlen, "%s/%s", a, b);
+    if (n < 0 || (size_t)n >= outlen)
+        die(EXIT_INTERNAL, "path too long: %s/%s", a, b);
+}
+
+/* ---- raw system calls glibc 2.36 does not wrap ---------------------------------- */
+
+static int sys_openat2(int dirfd, const char *path, int flags, unsigned long long resolve)
+{
+    struct open_how how = {.flags = (unsigned long long)flags, .mode = 0, .resolve = resolve};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static int sys_pivot_root(const char *new_root, const char *put_old)
+{
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+static pid_t sys_clone(unsigned long flags)
+{
+    /* fork() with namespace flags: the child continues on a copy of our stack. */
+    return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+}
+
+/* Open a path below dirfd without following any symlink and without leaving it. */
+static int open_beneath(int dirfd, const char *rel, int flags)
+{
+    return sys_openat2(dirfd, rel, flags | O_CLOEXEC,
+                       RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+}
+
+/* ---- small file helpers ---------------------------------------------------------- */
+
+static ssize_t read_all(int fd, char *buf, size_t size)
+{
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Write a short value to an existing file (cgroup knobs). */
+static int write_file(const char *path, const char *value)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    int r = write_all(fd, value, strlen(value));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return r;
+}
+
+/* A small (kernel) file as a NUL-terminated string; its length, or -1 if missing or empty. */
+static ssize_t read_small(const char *path, char *buf, size_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read_all(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return n;
+}
+
+/* The number after "key " in a cgroup key/value file, or 0. */
+static unsigned long long read_key(const char *path, const char *key)
+{
+    char buf[4096];
+    if (read_small(path, buf, sizeof buf) < 0)
+        return 0;
+    size_t klen = strlen(key);
+    for (char *line = buf; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ')
+            return strtoull(line + klen + 1, NULL, 10);
+        if (!key[0])
+            return strtoull(line, NULL, 10);
+    }
+    return 0;
+}
+
+/* A root-owned file or directory nobody else can write. */
+static int trusted_stat(const struct stat *st)
+{
+    return st->st_uid == 0 && !(st->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+/* Read a root-owned, regular, not group/other-writable file below dirfd. */
+static size_t read_trusted(int dirfd, const char *name, char *buf, size_t size, int code, const char *what)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        die_with_error(code, "cannot open %s", what);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        die_with_error(code, "cannot stat %s", what);
+    if (!S_ISREG(st.st_mode) || !trusted_stat(&st))
+        die(code, "%s is not a regular file owned by root and writable only by root", what);
+    ssize_t n = read_all(fd, buf, size);
+    if (n < 0)
+        die_with_error(code, "cannot read %s", what);
+    if ((size_t)n == size)
+        die(code, "%s is larger than %zu bytes", what, size - 1);
+    close(fd);
+    buf[n] = '\0';
+    return (size_t)n;
+}
+
+/* Make dir/name a directory (root 0755) if missing; returns an O_PATH fd to it. */
+static int ensure_dir(int dirfd, const char *name)
+{
+    if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+        return -1;
+    return openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* ---- configuration and plan --------------------------------------------------- */
+
+static struct jr_config cfg;
+static struct jr_plan plan;
+static struct jr_args args;
+static unsigned long long lim[LIM_COUNT];   /* effective limits; 0 = unlimited */
+
+static void load_config(void)
+{
+    static char text[JR_MAX_FILE + 1];
+    char dir[JR_PATH_MAX], err[JR_ERR_MAX];
+    const char *path = JAILRUN_CONFIG;
+    const char *slash = strrchr(path, '/');
+    if (!slash || (size_t)(slash - path) >= sizeof dir)
+        die(EXIT_CONFIG, "config path %s is not absolute", path);
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    int dfd = open(dir[0] ? dir : "/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (dfd < 0 || fstat(dfd, &st) < 0)
+        die_with_error(EXIT_CONFIG, "cannot open the config directory %s", dir);
+    if (!trusted_stat(&st))
+        die(EXIT_CONFIG, "config directory %s is not owned by root or is writable by others", dir);
+    size_t n = read_trusted(dfd, slash + 1, text, sizeof text, EXIT_CONFIG, path);
+    close(dfd);
+    if (jr_parse_config(text, n, &cfg, err, sizeof err) < 0)
+        die(EXIT_CONFIG, "%s: %s", path, err);
+}
+
+static void load_plan(void)
+{
+    static char text[JR_MAX_FILE + 1];
+    char err[JR_ERR_MAX], root[JR_PATH_MAX];
+    int tfd = open(cfg.tenants_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (tfd < 0)
+        die_with_error(EXIT_TENANT, "cannot open tenants_dir %s", cfg.tenants_dir);
+    int dfd = openat(tfd, args.name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT)
+            die(EXIT_TENANT, "unknown tenant '%s'", args.name);
+        die_with_error(EXIT_TENANT, "cannot open the directory of tenant '%s'", args.name);
+    }
+    struct stat st;
+    if (fstat(dfd, &st) < 0 || !trusted_stat(&st))
+        die(EXIT_TENANT, "the directory of tenant '%s' is not owned by root or is writable by others", args.name);
+    size_t n = read_trusted(dfd, "plan", text, sizeof text, EXIT_TENANT, "the tenant's plan");
+    close(dfd);
+    close(tfd);
+    if (jr_parse_plan(text, n, &plan, err, sizeof err) < 0)
+        die(EXIT_TENANT, "plan of '%s': %s", args.name, err);
+    join(root, sizeof root, cfg.jails_dir, args.name);
+    if (strcmp(plan.name, args.name) != 0 || strcmp(plan.root, root) != 0)
+        die(EXIT_TENANT, "plan of '%s' names '%s' with root %s, expected root %s", args.name, plan.name, plan.root,
+            root);
+    if (plan.uid < cfg.uid_min || plan.uid > cfg.uid_max || plan.gid < cfg.uid_min || plan.gid > cfg.uid_max)
+        die(EXIT_TENANT, "plan of '%s': uid %lu or gid %lu is outside the tenant range %lu-%lu", args.name, plan.uid,
+            plan.gid, cfg.uid_min, cfg.uid_max);
+}
+
+/* ---- mounted? -------------------------------------------------------------------- */
+
+/* Whether every mount of the plan is in place below the jail root (statx
+ * STATX_ATTR_MOUNT_ROOT, resolving nothing the tenant could have planted).
+ * Returns an O_PATH fd on the jail root when mounted, -1 otherwise. */
+static int open_if_mounted(void)
+{
+    int rfd = open(plan.root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (rfd < 0)
+        return -1;
+    for (size_t i = 0; i < plan.n_mounts; i++) {
+        const char *target = plan.mounts[i].target;
+        int fd = target[1] ? open_beneath(rfd, target + 1, O_PATH | O_NOFOLLOW) : rfd;
+        struct statx stx;
+        int ok = fd >= 0 && statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, 0, &stx) == 0 &&
+                 (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) && (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+        if (fd >= 0 && fd != rfd)
+            close(fd);
+        if (!ok) {
+            close(rfd);
+            return -1;
+        }
+    }
+    return rfd;
+}
+
+static void run_mount_helper(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die_with_error(EXIT_INTERNAL, "fork");
+    if (pid == 0) {
+        char *argv[] = {"python3", "-I", "-S", cfg.mount_helper, "--config", JAILRUN_CONFIG, "--lock-held",
+                        (char *)args.name, NULL};
+        char *envp[] = {HELPER_PATH, NULL};
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0 || setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 ||
+            setresuid(0, 0, 0) < 0)
+            _exit(EXIT_MOUNT);
+        umask(022);
+        execve(cfg.python, argv, envp);
+        fprintf(stderr, "jailrun: cannot run %s: %s\n", cfg.python, strerror(errno));
+        _exit(EXIT_MOUNT);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            die_with_error(EXIT_INTERNAL, "waitpid");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        die(EXIT_MOUNT, "the mount step for '%s' failed (%s %d)", args.name,
+            WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+/* ---- run_dir records: locks, sessions, last use, the template namespace ----------- */
+
+static int run_fd = -1;
+static char session_name[32];
+static int session_dir_fd = -1;
+static int session_written;
+
+static int open_run_subdir(const char *name)
+{
+    int fd = ensure_dir(run_fd, name);
+    if (fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot create %s/%s", cfg.run_dir, name);
+    return fd;
+}
+
+static int lock_file(const char *lockname, int op)
+{
+    int locks = open_run_subdir("locks");
+    int fd = openat(locks, lockname, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot open lock %s/locks/%s", cfg.run_dir, lockname);
+    close(locks);
+    while (flock(fd, op) < 0)
+        if (errno != EINTR)
+            die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
+    return fd;
+}
+
+static void touch_lastuse(void)
+{
+    int dir = open_run_subdir("lastuse");
+    int fd = openat(dir, args.name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
+    if (fd < 0 || futimens(fd, NULL) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot update %s/lastuse/%s", cfg.run_dir, args.name);
+    close(fd);
+    close(dir);
+}
+
+/* Field 22 of /proc/self/stat: what makes a session record's pid unambiguous. */
+static void own_starttime(char *out, size_t outlen)
+{
+    char buf[1024];
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read_all(fd, buf, sizeof buf - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        die_with_error(EXIT_INTERNAL, "cannot read /proc/self/stat");
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    if (!p || snprintf(out, outlen, "%.*s", (int)strcspn(p + 1, " "), p + 1) <= 0)
+        die(EXIT_INTERNAL, "cannot parse /proc/self/stat");
+}
+
+static void write_session(void)
+{
+    char start[32], content[80];
+    int sessions = open_run_subdir("sessions");
+    session_dir_fd = ensure_dir(sessions, args.name);
+    close(sessions);
+    if (session_dir_fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot create %s/sessions/%s", cfg.run_dir, args.name);
+    own_starttime(start, sizeof start);
+    snprintf(session_name, sizeof session_name, "%d", (int)getpid());
+    int n = snprintf(content, sizeof content, "%d %s\n", (int)getpid(), start);
+    int fd = openat(session_dir_fd, session_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot write the session record");
+    session_written = 1;
+    if (write_all(fd, content, (size_t)n) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot write the session record");
+    close(fd);
+}
+
+static void remove_session(void)
+{
+    if (session_written && unlinkat(session_dir_fd, session_name, 0) == 0)
+        session_written = 0;
+}
+
+/* The template mount namespace: one read-only tmpfs holding the empty
+ * directory NEWROOT, pinned by an nsfs bind mount on <run_dir>/mntns. Each
+ * session unshares a copy of it (one mount) instead of the host's table. */
+static int create_template_ns(void)
+{
+    int go[2], done[2];
+    char path[JR_PATH_MAX], nspath[64];
+    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
+        die_with_error(EXIT_INTERNAL, "pipe");
+    pid_t pid = fork();
+    if (pid < 0)
+        die_with_error(EXIT_INTERNAL, "fork");
+    if (pid == 0) {
+        char c = 0;
+        /* Our copy of the write end would keep the read below from ever seeing EOF. */
+        close(done[1]);
+        close(go[0]);
+        /* Pinned (by the parent) while it still looks like the host's: on 6.18 binding the nsfs
+         * of a namespace whose root was already pivoted fails with EINVAL in some namespaces. */
+        int ok = unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+        c = ok ? 'y' : 'n';
+        if (write(go[1], &c, 1) != 1 || read(done[0], &c, 1) != 1 || c != 'p')
+            _exit(1);
+        ok = mount("jailyard-template", cfg.run_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   "mode=0755,size=16k,nr_inodes=16") == 0 &&
+             chdir(cfg.run_dir) == 0 && mkdir(NEWROOT + 1, 0755) == 0 && sys_pivot_root(".", ".") == 0 &&
+             umount2(".", MNT_DETACH) == 0 && chdir("/") == 0 &&
+             mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+        if (!ok)
+            fprintf(stderr, "jailrun: cannot build the template namespace: %s\n", strerror(errno));
+        _exit(ok ? 0 : 1);
+    }
+    close(go[1]);
+    close(done[0]);
+    char c = 'n';
+    if (read(go[0], &c, 1) != 1 || c != 'y')
+        die(EXIT_INTERNAL, "cannot build the template mount namespace");
+    join(path, sizeof path, cfg.run_dir, "mntns");
+    snprintf(nspath, sizeof nspath, "/proc/%d/ns/mnt", (int)pid);
+    int fd = openat(run_fd, "mntns", O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot create %s", path);
+    close(fd);
+    if (mount(nspath, path, NULL, MS_BIND, NULL) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot pin the template namespace on %s", path);
+    c = 'p';
+    int st = -1;
+    if (write(done[1], &c, 1) != 1 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        umount2(path, MNT_DETACH);  /* never leave a half-built template for the next launch */
+        die(EXIT_INTERNAL, "cannot build the template mount namespace");
+    }
+    close(done[1]);
+    close(go[0]);
+    return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+}
+
+static int open_template_ns(void)
+{
+    int fd = openat(run_fd, "mntns", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0 && ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNS)
+        return fd;
+    if (fd >= 0)
+        close(fd);
+    int lock = lock_file(".mntns.lock", LOCK_EX);
+    fd = openat(run_fd, "mntns", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNS) {
+        if (fd >= 0)
+            close(fd);
+        fd = create_template_ns();
+    }
+    close(lock);
+    if (fd < 0 || ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNS)
+        die(EXIT_INTERNAL, "%s/mntns is not a mount namespace", cfg.run_dir);
+    return fd;
+}
+
+/* ---- cgroups --------------------------------------------------------------------- */
+
+/* Per tenant <ctrl>/<cgroup_name>/<tenant> holds the plan's limits across all
+ * its sessions (v1 memory, pids, cpu here; v2 where the unified hierarchy has
+ * the controller). A per-session child s<pid> carries --mem/--procs and gives
+ * exact peak memory and why the session was killed; it is made only when one
+ * of those or --meta is asked for (v2: always, processes live in leaves). */
+#define MAX_CG 4
+static struct {
+    int procs_fd[MAX_CG];   /* cgroup.procs of each leaf; PID 1 writes "0" into each */
+    size_t n_procs;
+    char session_dirs[MAX_CG][JR_PATH_MAX];
+    size_t n_session;
+    char mem_peak[JR_PATH_MAX], mem_events[JR_PATH_MAX], pids_events[JR_PATH_MAX];
+    unsigned long long oom_before, pids_before;
+    int has_memory;
+} cg;
+
+static void cg_write(const char *dir, const char *knob, const char *value)
+{
+    char path[JR_PATH_MAX];
+    join(path, sizeof path, dir, knob);
+    if (write_file(path, value) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot write %s to %s", value, path);
+}
+
+static void cg_mkdir(const char *path)
+{
+    if (mkdir(path, 0755) < 0 && errno != EEXIST)
+        die_with_error(EXIT_INTERNAL, "cannot create cgroup %s", path);
+}
+
+static void limit_text(char *out, size_t len, unsigned long long v, const char *unlimited)
+{
+    if (v)
+        snprintf(out, len, "%llu", v);
+    else
+        snprintf(out, len, "%s", unlimited);
+}
+
+static void cg_add_leaf(const char *dir)
+{
+    char path[JR_PATH_MAX];
+    join(path, sizeof path, dir, "cgroup.procs");
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot open %s", path);
+    cg.procs_fd[cg.n_procs++] = fd;
+}
+
+static int v2_has(const char *root, const char *ctrl)
+{
+    char path[JR_PATH_MAX], buf[512];
+    join(path, sizeof path, root, "cgroup.controllers");
+    if (read_small(path, buf, sizeof buf) < 0)
+        return 0;
+    for (char *tok = buf, *save = NULL; (tok = strtok_r(tok, " \n", &save)); tok = NULL)
+        if (strcmp(tok, ctrl) == 0)
+            return 1;
+    return 0;
+}
+
+static void setup_cgroups(int want_session, int session_mem, int session_procs)
+{
+    static const char *const ctrls[] = {"memory", "pids", "cpu"};
+    char v2root[64] = "", tenant[JR_PATH_MAX], group[JR_PATH_MAX], session[JR_PATH_MAX], value[32], sname[32];
+    int in_v2[3] = {0, 0, 0};
+    snprintf(sname, sizeof sname, "s%d", (int)getpid());
+
+    if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+        strcpy(v2root, "/sys/fs/cgroup");
+    else if (access("/sys/fs/cgroup/unified/cgroup.controllers", F_OK) == 0)
+        strcpy(v2root, "/sys/fs/cgroup/unified");
+    for (int i = 0; i < 3; i++)
+        in_v2[i] = v2root[0] && v2_has(v2root, ctrls[i]);
+
+    /* cgroup v1: one hierarchy per controller. */
+    for (int i = 0; i < 3; i++) {
+        char base[64];
+        if (in_v2[i])
+            continue;
+        snprintf(base, sizeof base, "/sys/fs/cgroup/%s", ctrls[i]);
+        join(group, sizeof group, base, "cgroup.procs");
+        if (access(group, F_OK) != 0)
+            continue;  /* controller not mounted: rlimits only */
+        join(group, sizeof group, base, cfg.cgroup_name);
+        cg_mkdir(group);
+        join(tenant, sizeof tenant, group, args.name);
+        cg_mkdir(tenant);
+        const char *leaf = tenant;
+        if (i == 0) {
+            cg.has_memory = 1;
+            limit_text(value, sizeof value, plan.limits[LIM_MEM], "-1");
+            cg_write(tenant, "memory.limit_in_bytes", value);
+        } else if (i == 1) {
+            limit_text(value, sizeof value, plan.limits[LIM_PROCS], "max");
+            cg_write(tenant, "pids.max", value);
+        }
+        if (want_session && i < 2) {
+            join(session, sizeof session, tenant, sname);
+            cg_mkdir(session);
+            strcpy(cg.session_dirs[cg.n_session++], session);
+            if (i == 0 && session_mem) {
+                limit_text(value, sizeof value, lim[LIM_MEM], "-1");
+                cg_write(session, "memory.limit_in_bytes", value);
+            }
+            if (i == 1 && session_procs) {
+                limit_text(value, sizeof value, lim[LIM_PROCS], "max");
+                cg_write(session, "pids.max", value);
+            }
+            leaf = session;
+        }
+        if (i == 0) {
+            join(cg.mem_peak, sizeof cg.mem_peak, leaf, "memory.max_usage_in_bytes");
+            join(cg.mem_events, sizeof cg.mem_events, leaf, "memory.oom_control");
+        } else if (i == 1) {
+            join(cg.pids_events, sizeof cg.pids_events, leaf, "pids.events");
+        }
+        cg_add_leaf(leaf);
+    }
+
+    /* cgroup v2: one tree; processes only in leaves, so every session gets one. */
+    if (in_v2[0] || in_v2[1] || in_v2[2]) {
+        char enable[64] = "";
+        for (int i = 0; i < 3; i++)
+            if (in_v2[i]) {
+                strcat(enable, enable[0] ? " +" : "+");
+                strcat(enable, ctrls[i]);
+            }
+        join(group, sizeof group, v2root, cfg.cgroup_name);
+        join(tenant, sizeof tenant, group, args.name);
+        join(session, sizeof session, tenant, sname);
+        cg_write(v2root, "cgroup.subtree_control", enable);
+        cg_mkdir(group);
+        cg_write(group, "cgroup.subtree_control", enable);
+        cg_mkdir(tenant);
+        cg_write(tenant, "cgroup.subtree_control", enable);
+        if (in_v2[0]) {
+            cg.has_memory = 1;
+            limit_text(value, sizeof value, plan.limits[LIM_MEM], "max");
+            cg_write(tenant, "memory.max", value);
+        }
+        if (in_v2[1]) {
+            limit_text(value, sizeof value, plan.limits[LIM_PROCS], "max");
+            cg_write(tenant, "pids.max", value);
+        }
+        cg_mkdir(session);
+        strcpy(cg.session_dirs[cg.n_session++], session);
+        if (in_v2[0]) {
+            if (session_mem) {
+                limit_text(value, sizeof value, lim[LIM_MEM], "max");
+                cg_write(session, "memory.max", value);
+            }
+            join(cg.mem_peak, sizeof cg.mem_peak, session, "memory.peak");
+            join(cg.mem_events, sizeof cg.mem_events, session, "memory.events");
+        }
+        if (in_v2[1]) {
+            if (session_procs) {
+                limit_text(value, sizeof value, lim[LIM_PROCS], "max");
+                cg_write(session, "pids.max", value);
+            }
+            join(cg.pids_events, sizeof cg.pids_events, session, "pids.events");
+        }
+        cg_add_leaf(session);
+    }
+    /* Without a session cgroup the counters are the tenant's: count the difference. */
+    if (args.meta) {    /* only --meta reports why a session died */
+        cg.oom_before = cg.mem_events[0] ? read_key(cg.mem_events, "oom_kill") : 0;
+        cg.pids_before = cg.pids_events[0] ? read_key(cg.pids_events, "max") : 0;
+    }
+}
+
+static void remove_session_cgroups(void)
+{
+    for (size_t i = cg.n_session; i-- > 0;)
+        if (rmdir(cg.session_dirs[i]) < 0 && errno != ENOENT)
+            syslog(LOG_WARNING, "cannot remove cgroup %s: %s", cg.session_dirs[i], strerror(errno));
+    cg.n_session = 0;
+}
+
+static void cleanup(void)
+{
+    remove_session();
+    remove_session_cgroups();
+}
+
+/* ---- inside: the jail's filesystem ------------------------------------------------ */
+
+static int fs_mount(const char *fstype, const char *const *opts, unsigned attrs)
+{
+    int fs = fsopen(fstype, FSOPEN_CLOEXEC);
+    if (fs < 0)
+        die_with_error(EXIT_INTERNAL, "fsopen %s", fstype);
+    for (size_t i = 0; opts && opts[i]; i += 2)
+        if (fsconfig(fs, FSCONFIG_SET_STRING, opts[i], opts[i + 1], 0) < 0)
+            die_with_error(EXIT_INTERNAL, "%s option %s=%s", fstype, opts[i], opts[i + 1]);
+    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot create a %s", fstype);
+    int mfd = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+    if (mfd < 0)
+        die_with_error(EXIT_INTERNAL, "fsmount %s", fstype);
+    close(fs);
+    return mfd;
+}
+
+/* Attach a detached mount on dir/rel, resolved without symlinks. */
+static void attach(int mfd, int dirfd, const char *rel, const char *what)
+{
+    int target = open_beneath(dirfd, rel, O_PATH | O_DIRECTORY);
+    if (target < 0)
+        die_with_error(EXIT_INTERNAL, "the jail has no directory /%s for %s", rel, what);
+    if (move_mount(mfd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot mount %s", what);
+    close(target);
+    close(mfd);
+}
+
+static void build_dev(int rootfd)
+{
+    static const struct {
+        const char *name;
+        unsigned maj, min;
+    } nodes[] = {{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+    static const struct {
+        const char *target, *name;
+    } links[] = {{"/proc/self/fd", "fd"},     {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+                 {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"}};
+    static const char *const dev_opts[] = {"mode", "0755", "size", "64k", "nr_inodes", "64", NULL};
+    static const char *const pts_opts[] = {"ptmxmode", "0666", "mode", "0620", NULL};
+    char shm_size[32];
+
+    int mfd = fs_mount("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+    umask(0);
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
+        if (mknodat(mfd, nodes[i].name, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0)
+            die_with_error(EXIT_INTERNAL, "mknod /dev/%s", nodes[i].name);
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+        if (symlinkat(links[i].target, mfd, links[i].name) < 0)
+            die_with_error(EXIT_INTERNAL, "symlink /dev/%s", links[i].name);
+    if (mkdirat(mfd, "pts", 0755) < 0 || mkdirat(mfd, "shm", 0755) < 0)
+        die_with_error(EXIT_INTERNAL, "mkdir in /dev");
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (mount_setattr(mfd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot make /dev read-only");
+    attach(mfd, rootfd, "dev", "/dev");
+
+    int devfd = open_beneath(rootfd, "dev", O_PATH | O_DIRECTORY);
+    if (devfd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot open /dev");
+    attach(fs_mount("devpts", pts_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC), devfd, "pts", "/dev/pts");
+    /* /dev/shm is charged to the session's memory cgroup; cap it at the memory limit too. */
+    if (lim[LIM_MEM])
+        snprintf(shm_size, sizeof shm_size, "%llu", lim[LIM_MEM]);
+    else
+        snprintf(shm_size, sizeof shm_size, "50%%");
+    const char *shm_opts[] = {"mode", "01777", "size", shm_size, NULL};
+    attach(fs_mount("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC), devfd, "shm",
+           "/dev/shm");
+    close(devfd);
+}
+
+static void enter_jail_fs(int mntns_fd, int tree_fd, int ipc_fd)
+{
+    if (setns(mntns_fd, CLONE_NEWNS) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot enter the template mount namespace");
+    close(mntns_fd);
+    if (unshare(CLONE_NEWNS) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot copy the template mount namespace");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot make / private");
+    if (move_mount(tree_fd, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot attach the jail's tree");
+    close(tree_fd);
+    int rootfd = open(NEWROOT, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot open the jail root");
+
+    attach(fs_mount("proc", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
+           rootfd, "proc", "/proc");
+    build_dev(rootfd);
+    if (ipc_fd >= 0) {
+        /* Optional: only where the image has the mount point. */
+        int target = open_beneath(rootfd, "run/jailyard/ipc", O_PATH | O_DIRECTORY);
+        if (target >= 0) {
+            close(target);
+            attach(ipc_fd, rootfd, "run/jailyard/ipc", "/run/jailyard/ipc");
+        } else {
+            close(ipc_fd);
+        }
+    }
+    if (fchdir(rootfd) < 0 || sys_pivot_root(".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        die_with_error(EXIT_INTERNAL, "cannot pivot into the jail");
+    close(rootfd);
+}
+
+static void loopback_up(void)
+{
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot read the flags of lo");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot bring lo up");
+    close(s);
+}
+
+/* ---- inside: privileges ------------------------------------------------------------ */
+
+static const struct {
+    int resource;
+    int slot;   /* LIM_* or -1 for a fixed value */
+    rlim_t fixed;
+    const char *name;
+} rlimit_table[] = {
+    {RLIMIT_CPU, LIM_CPU, 0, "cpu"},
+    {RLIMIT_FSIZE, LIM_FSIZE, 0, "fsize"},
+    {RLIMIT_NOFILE, LIM_NOFILE, 0, "nofile"},
+    {RLIMIT_NPROC, LIM_PROCS, 0, "procs"},
+    {RLIMIT_AS, LIM_MEM, 0, "as"},          /* only without a memory cgroup: see apply_rlimits */
+    {RLIMIT_CORE, -1, 0, "core"},
+    {RLIMIT_MEMLOCK, -1, 64 * 1024, "memlock"},
+    {RLIMIT_MSGQUEUE, -1, 64 * 1024, "msgqueue"},
+};
+
+static void apply_rlimits(void)
+{
+    for (size_t i = 0; i < sizeof rlimit_table / sizeof rlimit_table[0]; i++) {
+        struct rlimit rl;
+        if (rlimit_table[i].slot < 0) {
+            rl.rlim_cur = rl.rlim_max = rlimit_table[i].fixed;
+        } else {
+            unsigned long long v = lim[rlimit_table[i].slot];
+            if (rlimit_table[i].resource == RLIMIT_AS && cg.has_memory)
+                continue;   /* the memory cgroup limits what is used, not what is mapped */
+            if (v == 0 && rlimit_table[i].resource == RLIMIT_NOFILE)
+                continue;   /* the kernel refuses an infinite nofile; keep the inherited one */
+            rl.rlim_cur = rl.rlim_max = v ? (rlim_t)v : RLIM_INFINITY;
+            if (rlimit_table[i].resource == RLIMIT_CPU && v)
+                rl.rlim_max = (rlim_t)v + 1;    /* SIGXCPU first, SIGKILL a second later */
+        }
+        if (setrlimit(rlimit_table[i].resource, &rl) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot set the %s limit", rlimit_table[i].name);
+    }
+}
+
+static void drop_privileges(int exec_follows)
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "no_new_privs");
+    if (exec_follows) {
+        /* Capabilities are numbered without gaps: the first EINVAL is past the last one. */
+        for (int cap = 0; cap <= 63; cap++)
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                if (errno == EINVAL && cap > 0)  /* older kernels know fewer than the headers */
+                    break;
+                die_with_error(EXIT_INTERNAL, "cannot drop capability %d from the bounding set", cap);
+            }
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot clear ambient capabilities");
+    }
+    gid_t gid = (gid_t)plan.gid;
+    uid_t uid = (uid_t)plan.uid;
+    if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot change to uid %u gid %u", (unsigned)uid, (unsigned)gid);
+    uid_t r, e, s;
+    gid_t rg, eg, sg;
+    if (getresuid(&r, &e, &s) < 0 || getresgid(&rg, &eg, &sg) < 0 || r != uid || e != uid || s != uid || rg != gid ||
+        eg != gid || sg != gid || getgroups(0, NULL) != 0)
+        die(EXIT_INTERNAL, "the change to uid %u gid %u did not take", (unsigned)uid, (unsigned)gid);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) < 0 || data[0].effective || data[0].permitted || data[0].inheritable ||
+        data[1].effective || data[1].permitted || data[1].inheritable)
+        die(EXIT_INTERNAL, "capabilities are left after the change to uid %u", (unsigned)uid);
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "dumpable");
+}
+
+/* Deny what no tenant needs and the kernel would otherwise allow an
+ * unprivileged user: new namespaces (a user namespace is the way to mount
+ * and to reach much more kernel surface), setns, clone3 (its flags cannot be
+ * inspected; ENOSYS makes libc fall back to clone), TIOCSTI/TIOCLINUX
+ * (terminal injection; the new session already blocks it), foreign ABIs. */
+static void install_seccomp(void)
+{
+    const unsigned ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
+                              CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWTIME;
+    struct sock_filter filter[] = {
+        /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        /* 2 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        /* 3 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        /* 4 */ BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* x32 */, 0, 1),
+        /* 5 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        /* 6 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+        /* 7 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        /* 8 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setns, 0, 1),
+        /* 9 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        /* 10 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
+        /* 11 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        /* 12 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
+        /* 13 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
+        /* 14 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* 15 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        /* 16 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 1, 0),
+        /* 17 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3),
+        /* 18 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        /* 19 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, ns_flags, 0, 1),
+        /* 20 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        /* 21 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot install the seccomp filter");
+}
+
+/* ---- inside: the program ---------------------------------------------------------- */
+
+static const int forwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
+
+static void run_program(void) __attribute__((noreturn));
+static void run_program(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+        signal(forwarded[i], SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (setsid() < 0)
+        die_with_error(EXIT_INTERNAL, "setsid");
+    apply_rlimits();
+    drop_privileges(1);
+    umask(077);
+    const char *cwd = args.cwd ? args.cwd : plan.home;
+    if (chdir(cwd) < 0) {
+        if (args.cwd)
+            die_with_error(EXIT_USAGE, "cannot change to --cwd %s", cwd);
+        die_with_error(EXIT_INTERNAL, "cannot change to the home directory %s", cwd);
+    }
+    if (clearenv() != 0 || setenv("PATH", JAIL_PATH, 1) < 0 || setenv("HOME", plan.home, 1) < 0 ||
+        setenv("USER", plan.name, 1) < 0 || setenv("LOGNAME", plan.name, 1) < 0 || setenv("SHELL", "/bin/sh", 1) < 0 ||
+        setenv("LANG", "C.UTF-8", 1) < 0)
+        die_with_error(EXIT_INTERNAL, "environment");
+    for (size_t i = 0; i < args.n_env; i++) {
+        char key[256];
+        size_t klen = strcspn(args.env[i], "=");
+        if (klen >= sizeof key)
+            die(EXIT_USAGE, "--env name too long");
+        memcpy(key, args.env[i], klen);
+        key[klen] = '\0';
+        if (setenv(key, args.env[i] + klen + 1, 1) < 0)
+            die_with_error(EXIT_INTERNAL, "environment");
+    }
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        die_with_error(EXIT_INTERNAL, "close_range");
+    install_seccomp();
+    execvp(args.argv[0], args.argv);
+    die_with_error(errno == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "cannot run %s", args.argv[0]);
+}
+
+static void noop_handler(int sig) { (void)sig; }
+
+/* PID 1 of the jail: set up, start the program, forward signals, reap, and
+ * report the program's wait status on result_fd. Exiting ends the session. */
+static void jail_init(int mntns_fd, int tree_fd, int ipc_fd, int result_fd, int new_net) __attribute__((noreturn));
+static void jail_init(int mntns_fd, int tree_fd, int ipc_fd, int result_fd, int new_net)
+{
+    for (size_t i = 0; i < cg.n_procs; i++) {
+        if (write(cg.procs_fd[i], "0", 1) != 1)
+            die_with_error(EXIT_INTERNAL, "cannot join the tenant's cgroup");
+        close(cg.procs_fd[i]);
+    }
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        die_with_error(EXIT_INTERNAL, "cgroup namespace");
+    if (setsid() < 0)
+        die_with_error(EXIT_INTERNAL, "setsid");
+    enter_jail_fs(mntns_fd, tree_fd, ipc_fd);
+    if (sethostname(plan.hostname, strlen(plan.hostname)) < 0)
+        die_with_error(EXIT_INTERNAL, "sethostname");
+    if (new_net)
+        loopback_up();
+
+    /* A PID 1 only receives signals it has a handler for. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = noop_handler;
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+        sigaction(forwarded[i], &sa, NULL);
+        sigaddset(&set, forwarded[i]);
+    }
+    sigaction(SIGCHLD, &sa, NULL);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+
+    pid_t child = fork();
+    if (child < 0)
+        die_with_error(EXIT_INTERNAL, "fork");
+    if (child == 0) {
+        close(result_fd);
+        run_program();
+    }
+    /* Keep nothing of the host: only the result pipe stays open. */
+    int keep = result_fd;
+    if (keep > 3)
+        close_range(3, (unsigned)keep - 1, 0);
+    close_range((unsigned)keep + 1, ~0U, 0);
+    /* The tenant sees PID 1 in its ps: show it no host path and no caller's command line. */
+    memset(cmdline_start, 0, cmdline_len);
+    snprintf(cmdline_start, cmdline_len, "jailrun-init");
+    prctl(PR_SET_NAME, "jailrun-init", 0, 0, 0);
+    status_fd = -1;
+    drop_privileges(0);
+
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&set, &info);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        int st;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            if (pid == child) {
+                if (write(result_fd, &st, sizeof st) < 0) { /* the supervisor sees SIGKILL then */ }
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            }
+        }
+    }
+}
+
+/* ---- the supervisor ------------------------------------------------------------------ */
+
+static void usage(void)
+{
+    printf("usage: jailrun [options] NAME [--] PROGRAM [ARGS...]\n"
+           "Run PROGRAM as tenant NAME inside its jail (mounting the jail first if needed).\n"
+           "\n"
+           "  --cwd DIR        working directory inside the jail (default: the tenant's home)\n"
+           "  --env NAME=VALUE set a variable (repeatable); nothing else of the caller's environment passes\n"
+           "  --timeout SEC    wall-clock limit; the whole session is killed when it passes\n"
+           "  --cpu SEC        CPU time per process\n"
+           "  --mem BYTES      memory of the session (K, M, G, T suffixes)\n"
+           "  --procs N        processes\n"
+           "  --fsize BYTES    largest file written (K, M, G, T suffixes)\n"
+           "  --nofile N       open files per process\n"
+           "                   (each limit may only lower what the tenant's plan allows)\n"
+           "  --meta FILE      write the result: status, exitcode or signal, cpu_user, cpu_sys, wall,\n"
+           "                   mem_peak, killed_by (none, wall, cpu, memory, procs)\n"
+           "  --net            keep the host network (only if the tenant's plan allows it)\n"
+           "  --help           this text\n"
+           "\n"
+           "Exit status: the program's own (128+N if killed by signal N), or 120 usage, 121 caller not allowed,\n"
+           "122 config untrusted or malformed, 123 unknown tenant or bad plan, 124 mount step failed,\n"
+           "125 internal failure, 126 program not executable, 127 program not found.\n"
+           "Config: %s\n",
+           JAILRUN_CONFIG);
+}
+
+/* Descriptors 0-2 are the caller's to give; anything that opens a way out
+ * (a directory, an O_PATH handle) is refused. Closed ones become /dev/null
+ * so nothing we open later lands on them. Everything above 2 is closed. */
+static void sanitize_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0) {
+            int null = open("/dev/null", O_RDWR);
+            if (null != fd)
+                _exit(EXIT_INTERNAL);
+            continue;
+        }
+        struct stat st;
+        if ((fl & O_PATH) || fstat(fd, &st) < 0 || S_ISDIR(st.st_mode))
+            die(EXIT_USAGE, "descriptor %d is a directory or a path handle; refusing to pass it into a jail", fd);
+    }
+    if (close_range(3, ~0U, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "close_range");
+}
+
+static double seconds(const struct timeval *tv) { return (double)tv->tv_sec + (double)tv->tv_usec / 1e6; }
+
+int main(int argc, char **argv)
+{
+    char err[JR_ERR_MAX];
+    caller_uid = getuid();
+    if (argc < 1)
+        _exit(EXIT_USAGE);  /* execve with an empty argv: nothing to name */
+    cmdline_start = argv[0];
+    cmdline_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
+    sanitize_fds();
+    openlog("jailrun", LOG_PID, LOG_AUTHPRIV);
+    umask(022);
+    if (clearenv() != 0)
+        die(EXIT_INTERNAL, "clearenv");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "no_new_privs");
+    if (geteuid() != 0)
+        die(EXIT_INTERNAL, "not running as root (install setuid root)");
+
+    load_config();
+    int allowed = 0;
+    for (size_t i = 0; i < cfg.n_allowed_callers; i++)
+        allowed |= cfg.allowed_callers[i] == caller_uid;
+    if (!allowed)
+        die(EXIT_CALLER, "uid %u may not run jailrun", (unsigned)caller_uid);
+
+    if (jr_parse_args(argc, argv, &args, err, sizeof err) < 0)
+        die(EXIT_USAGE, "%s", err);
+    if (args.help) {
+        usage();
+        return 0;
+    }
+    log_program = args.argv[0];
+    if (!jr_valid_name(args.name))
+        die(EXIT_USAGE, "invalid tenant name '%.64s': expected [a-z_][a-z0-9_-]{0,31}", args.name);
+    log_tenant = args.name;
+    load_plan();
+    for (int i = 0; i < LIM_COUNT; i++)
+        if (jr_effective_limit(plan.limits[i], args.limits[i], &lim[i]) < 0)
+            die(EXIT_USAGE, "--%s %llu is above the tenant's limit %llu", i == LIM_WALL ? "timeout" : jr_limit_names[i],
+                args.limits[i], plan.limits[i]);
+    if (args.net && !plan.net)
+        die(EXIT_USAGE, "--net: tenant '%s' has no network", args.name);
+    int new_net = !(args.net && plan.net);
+
+    /* The result file is the caller's: open it with the caller's rights. */
+    int meta_fd = -1;
+    if (args.meta) {
+        setfsuid(caller_uid);
+        setfsgid(getgid());
+        meta_fd = open(args.meta, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+        int saved = errno;
+        setfsuid(0);
+        setfsgid(0);
+        errno = saved;
+        if (meta_fd < 0)
+            die_with_error(EXIT_USAGE, "cannot open --meta %s", args.meta);
+    }
+
+    run_fd = open(cfg.run_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (run_fd < 0) {
+        if (mkdir(cfg.run_dir, 0755) < 0 && errno != EEXIST)
+            die_with_error(EXIT_INTERNAL, "cannot create run_dir %s", cfg.run_dir);
+        run_fd = open(cfg.run_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (run_fd < 0)
+            die_with_error(EXIT_INTERNAL, "cannot open run_dir %s", cfg.run_dir);
+    }
+    int mntns_fd = open_template_ns();
+    setup_cgroups(args.meta || args.limits[LIM_MEM] != JR_UNSET || args.limits[LIM_PROCS] != JR_UNSET,
+                  args.limits[LIM_MEM] != JR_UNSET, args.limits[LIM_PROCS] != JR_UNSET);
+
+    /* Mount on demand, clone the tree and record the session under the tenant's lock. */
+    char lockname[JR_NAME_MAX + 8];
+    snprintf(lockname, sizeof lockname, "%s.lock", args.name);
+    int lock = lock_file(lockname, LOCK_SH);
+    int rootfd = open_if_mounted();
+    if (rootfd < 0) {
+        if (flock(lock, LOCK_EX) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
+        rootfd = open_if_mounted();
+        if (rootfd < 0) {
+            run_mount_helper();
+            load_plan();    /* the mount step may have moved the jail to a newer image */
+            rootfd = open_if_mounted();
+            if (rootfd < 0)
+                die(EXIT_MOUNT, "jail '%s' is still not fully mounted after the mount step", args.name);
+        }
+    }
+    int tree_fd = open_tree(rootfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+    if (tree_fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot clone the jail's mount tree");
+    close(rootfd);
+    /* Whatever the plan says, nothing in a jail honours setuid bits or device nodes. */
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot set nosuid,nodev on the jail's tree");
+    write_session();
+    touch_lastuse();
+    close(lock);
+
+    int ipc_fd = -1;
+    struct stat ipc_st;
+    if (fstatat(run_fd, "ipc", &ipc_st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(ipc_st.st_mode)) {
+        ipc_fd = open_tree(run_fd, "ipc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
+        if (ipc_fd < 0 || mount_setattr(ipc_fd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot clone %s/ipc", cfg.run_dir);
+    }
+
+    int status_pipe[2], result_pipe[2];
+    if (pipe2(status_pipe, O_CLOEXEC) < 0 || pipe2(result_pipe, O_CLOEXEC) < 0)
+        die_with_error(EXIT_INTERNAL, "pipe");
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++)
+        sigaddset(&set, forwarded[i]);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned long flags = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (new_net ? CLONE_NEWNET : 0);
+    pid_t init = sys_clone(flags);
+    if (init < 0)
+        die_with_error(EXIT_INTERNAL, "cannot create the jail's namespaces");
+    if (init == 0) {
+        close(status_pipe[0]);
+        close(result_pipe[0]);
+        status_fd = status_pipe[1];
+        jail_init(mntns_fd, tree_fd, ipc_fd, result_pipe[1], new_net);
+    }
+    close(status_pipe[1]);
+    close(result_pipe[1]);
+    close(tree_fd);
+    close(mntns_fd);
+    if (ipc_fd >= 0)
+        close(ipc_fd);
+    for (size_t i = 0; i < cg.n_procs; i++)
+        close(cg.procs_fd[i]);
+
+    /* EOF: the program was executed. A byte: setup failed with that code (already explained on stderr). */
+    unsigned char code;
+    ssize_t got;
+    while ((got = read(status_pipe[0], &code, 1)) < 0 && errno == EINTR)
+        ;
+    close(status_pipe[0]);
+    if (got == 1) {
+        while (waitpid(init, NULL, 0) < 0 && errno == EINTR)
+            ;
+        syslog(LOG_WARNING, "refused: caller=%u tenant=%s program=%s code=%d reason=setup failed in the jail",
+               (unsigned)caller_uid, log_tenant, log_program, code);
+        cleanup();
+        return code;
+    }
+
+    /* Supervise: forward signals, enforce the wall-clock limit. */
+    int timed_out = 0;
+    struct rusage ru;
+    int init_status;
+    for (;;) {
+        siginfo_t info;
+        int sig;
+        if (lim[LIM_WALL]) {
+            struct timespec now, left;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long long ns = (long long)lim[LIM_WALL] * 1000000000LL - ((now.tv_sec - t0.tv_sec) * 1000000000LL +
+                                                                     (now.tv_nsec - t0.tv_nsec));
+            if (ns <= 0) {
+                sig = -1;
+                errno = EAGAIN;
+            } else {
+                left.tv_sec = ns / 1000000000LL;
+                left.tv_nsec = ns % 1000000000LL;
+                sig = sigtimedwait(&set, &info, &left);
+            }
+        } else {
+            sig = sigwaitinfo(&set, &info);
+        }
+        if (sig < 0 && errno == EAGAIN && !timed_out) {
+            timed_out = 1;
+            kill(init, SIGKILL);    /* PID 1 gone: the kernel kills the whole session */
+            continue;
+        }
+        if (sig < 0 && errno == EAGAIN) {
+            sig = sigwaitinfo(&set, &info);
+        }
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(init, sig);
+            continue;
+        }
+        pid_t r = wait4(init, &init_status, WNOHANG, &ru);
+        if (r == init)
+            break;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double wall = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+
+    int prog_status;
+    if (read_all(result_pipe[0], (char *)&prog_status, sizeof prog_status) != sizeof prog_status)
+        prog_status = init_status;  /* PID 1 itself was killed (timeout, OOM): the session died with it */
+    close(result_pipe[0]);
+    int exit_code = WIFEXITED(prog_status) ? WEXITSTATUS(prog_status) : 128 + WTERMSIG(prog_status);
+
+    double cpu_user = seconds(&ru.ru_utime), cpu_sys = seconds(&ru.ru_stime);
+    unsigned long long oom = cg.mem_events[0] ? read_key(cg.mem_events, "oom_kill") : 0;
+    unsigned long long pids_max = cg.pids_events[0] ? read_key(cg.pids_events, "max") : 0;
+    const char *killed_by = "none";
+    int sig = WIFSIGNALED(prog_status) ? WTERMSIG(prog_status) : 0;
+    if (timed_out)
+        killed_by = "wall";
+    else if (sig == SIGKILL && oom > cg.oom_before)
+        killed_by = "memory";
+    else if (sig == SIGXCPU || (sig == SIGKILL && lim[LIM_CPU] && cpu_user + cpu_sys >= (double)lim[LIM_CPU]))
+        killed_by = "cpu";
+    else if (exit_code != 0 && pids_max > cg.pids_before)
+        killed_by = "procs";
+
+    if (meta_fd >= 0) {
+        char buf[1024];
+        unsigned long long peak = (unsigned long long)ru.ru_maxrss * 1024;
+        if (cg.mem_peak[0] && cg.n_session)
+            peak = read_key(cg.mem_peak, "");
+        int n = snprintf(buf, sizeof buf,
+                         "status %d\n%s %d\ncpu_user %.3f\ncpu_sys %.3f\nwall %.3f\nmem_peak %llu\nkilled_by %s\n",
+                         exit_code, WIFEXITED(prog_status) ? "exitcode" : "signal",
+                         WIFEXITED(prog_status) ? WEXITSTATUS(prog_status) : WTERMSIG(prog_status), cpu_user, cpu_sys,
+                         wall, peak, killed_by);
+        if (write_all(meta_fd, buf, (size_t)n) < 0)
+            fprintf(stderr, "jailrun: cannot write --meta %s: %s\n", args.meta, strerror(errno));
+        close(meta_fd);
+    }
+    cleanup();
+    touch_lastuse();
+    syslog(LOG_INFO, "launch: caller=%u tenant=%s program=%s status=%d wall=%.3f killed_by=%s", (unsigned)caller_uid,
+           log_tenant, log_program, exit_code, wall, killed_by);
+    return exit_code;
+}

@@ -1,0 +1,94 @@
+/* jailrun's parsers: the node config, a tenant's plan, the command line.
+ *
+ * Pure functions (no I/O, no privileges) so the C tests and the fuzz target
+ * can drive them directly. Each returns 0, or -1 with one sentence in err.
+ * Formats: docs/contracts.md.
+ */
+#ifndef JAILRUN_PARSE_H
+#define JAILRUN_PARSE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#define JR_PATH_MAX 1024    /* longer configured or planned paths are refused */
+#define JR_NAME_MAX 32      /* ^[a-z_][a-z0-9_-]{0,31}$, the modules' pattern */
+#define JR_HOST_MAX 63      /* a DNS label */
+#define JR_MAX_CALLERS 64
+#define JR_MAX_MOUNTS 64
+#define JR_MAX_ENV 128
+#define JR_MAX_FILE 65536   /* config and plan files above this size are refused */
+#define JR_ERR_MAX 512
+
+/* Limits, in the plan's order. 0 = unlimited. */
+enum { LIM_CPU, LIM_MEM, LIM_PROCS, LIM_FSIZE, LIM_NOFILE, LIM_WALL, LIM_COUNT };
+extern const char *const jr_limit_names[LIM_COUNT];
+
+struct jr_config {
+    char images_dir[JR_PATH_MAX];
+    char tenants_dir[JR_PATH_MAX];
+    char jails_dir[JR_PATH_MAX];
+    char run_dir[JR_PATH_MAX];
+    char mount_helper[JR_PATH_MAX];
+    char python[JR_PATH_MAX];
+    char lib_dir[JR_PATH_MAX];
+    uid_t allowed_callers[JR_MAX_CALLERS];
+    size_t n_allowed_callers;
+    unsigned long uid_min, uid_max;
+    char cgroup_name[JR_NAME_MAX + 1];
+    unsigned long long defaults[LIM_COUNT];
+};
+
+struct jr_mount {
+    char target[JR_PATH_MAX];   /* absolute, inside the jail root */
+    char type[16];              /* bind | overlay */
+    unsigned flags;             /* JR_MNT_* from the options field */
+};
+#define JR_MNT_RO 1u
+#define JR_MNT_NOSUID 2u
+#define JR_MNT_NODEV 4u
+#define JR_MNT_NOEXEC 8u
+
+struct jr_plan {
+    char name[JR_NAME_MAX + 1];
+    unsigned long uid, gid;
+    char hostname[JR_HOST_MAX + 1];
+    char home[JR_PATH_MAX];
+    char root[JR_PATH_MAX];
+    char image[65];
+    int net;
+    unsigned long long limits[LIM_COUNT];
+    size_t n_mounts;
+    struct jr_mount mounts[JR_MAX_MOUNTS];
+};
+
+#define JR_UNSET (~0ULL)    /* an option that was not given */
+
+struct jr_args {
+    const char *cwd;
+    const char *env[JR_MAX_ENV];    /* K=V, in order; later ones win */
+    size_t n_env;
+    unsigned long long limits[LIM_COUNT];   /* JR_UNSET or the asked value; LIM_WALL is --timeout */
+    const char *meta;
+    int net;
+    int help;
+    const char *name;
+    char **argv;    /* PROGRAM ARGS..., NULL-terminated (points into the caller's argv) */
+};
+
+void jr_config_defaults(struct jr_config *cfg);
+int jr_parse_config(const char *text, size_t len, struct jr_config *cfg, char *err, size_t errlen);
+int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err, size_t errlen);
+int jr_parse_args(int argc, char **argv, struct jr_args *args, char *err, size_t errlen);
+
+int jr_valid_name(const char *name);
+int jr_valid_hostname(const char *name);
+int jr_valid_env(const char *kv);
+/* Decimal digits only (no sign, no space), value <= max; with units, one of
+ * K M G T (powers of 1024) may follow. */
+int jr_parse_number(const char *s, unsigned long long max, int units, unsigned long long *out);
+
+/* The limit the session runs with: the plan's, lowered by the option; 0 = unlimited.
+ * Returns -1 if the option asks for more than the plan allows. */
+int jr_effective_limit(unsigned long long plan, unsigned long long asked, unsigned long long *out);
+
+#endif

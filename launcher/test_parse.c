@@ -1,0 +1,132 @@
+/* C tests of jailrun's parsers (make check). Each CHECK names what it pins. */
+#define _GNU_SOURCE
+#include "parse.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures, checks;
+
+#define CHECK(cond, what)                                              \
+    do {                                                               \
+        checks++;                                                      \
+        if (!(cond)) {                                                 \
+            failures++;                                                \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, what); \
+        }                                                              \
+    } while (0)
+
+static const char *PLAN =
+    "version 1\nname alice\nuid 10001\ngid 10001\nhostname alice\nhome /home/alice\nroot /srv/jails/alice\n"
+    "image 0123456789abcdef\nnet 0\nlimit cpu 60\nlimit mem 536870912\nlimit procs 64\nlimit fsize 1073741824\n"
+    "limit nofile 256\nlimit wall 0\nmount / bind /img/rootfs ro,nosuid,nodev\n"
+    "mount /home bind /t/alice/home nosuid,nodev\nmount /etc/passwd bind /t/alice/etc/passwd ro,nosuid,nodev\n";
+
+static int parse_plan_text(const char *text, struct jr_plan *plan, char *err)
+{
+    return jr_parse_plan(text, strlen(text), plan, err, JR_ERR_MAX);
+}
+
+static int plan_with(const char *replace, const char *with, char *err)
+{
+    static char buf[8192];
+    struct jr_plan plan;
+    const char *at = strstr(PLAN, replace);
+    if (!at)
+        return 99;
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - PLAN), PLAN, with, at + strlen(replace));
+    return parse_plan_text(buf, &plan, err);
+}
+
+static int args(struct jr_args *a, char *err, ...)
+{
+    static char *argv[64];
+    va_list ap;
+    int argc = 0;
+    argv[argc++] = "jailrun";
+    va_start(ap, err);
+    for (char *s; (s = va_arg(ap, char *)) != NULL && argc < 63;)
+        argv[argc++] = s;
+    va_end(ap);
+    argv[argc] = NULL;
+    return jr_parse_args(argc, argv, a, err, JR_ERR_MAX);
+}
+
+int main(void)
+{
+    char err[JR_ERR_MAX];
+    struct jr_config cfg;
+    struct jr_plan plan;
+    struct jr_args a;
+    unsigned long long v;
+
+    /* names: the modules' one pattern */
+    CHECK(jr_valid_name("alice") && jr_valid_name("_x") && jr_valid_name("a-b_9"), "valid names pass");
+    CHECK(!jr_valid_name("../x") && !jr_valid_name("") && !jr_valid_name("Alice") && !jr_valid_name("1a") &&
+              !jr_valid_name("a/b") && !jr_valid_name("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+          "bad names ('../x', empty, upper case, digit first, slash, 33 chars) are refused");
+
+    /* numbers: strict, bounded, no sign or space */
+    CHECK(jr_parse_number("10", 100, 0, &v) == 0 && v == 10, "a plain number");
+    CHECK(jr_parse_number("64M", ~0ULL, 1, &v) == 0 && v == 64ULL << 20, "units");
+    CHECK(jr_parse_number("-1", ~0ULL, 0, &v) < 0 && jr_parse_number(" 1", ~0ULL, 0, &v) < 0 &&
+              jr_parse_number("1x", ~0ULL, 0, &v) < 0 && jr_parse_number("", ~0ULL, 0, &v) < 0 &&
+              jr_parse_number("101", 100, 0, &v) < 0 && jr_parse_number("99999999999999999999999", ~0ULL, 0, &v) < 0 &&
+              jr_parse_number("16777216T", ~0ULL, 1, &v) < 0,
+          "signs, spaces, junk, empty, above max, overflow and unit overflow are refused");
+
+    /* limits only tighten */
+    CHECK(jr_effective_limit(64, JR_UNSET, &v) == 0 && v == 64, "unset option keeps the plan's limit");
+    CHECK(jr_effective_limit(64, 10, &v) == 0 && v == 10, "a lower option tightens");
+    CHECK(jr_effective_limit(64, 65, &v) < 0, "a higher option is refused");
+    CHECK(jr_effective_limit(0, 65, &v) == 0 && v == 65, "an unlimited plan takes the option");
+    CHECK(jr_effective_limit(64, 0, &v) < 0, "asking for unlimited above a plan limit is refused");
+    CHECK(args(&a, err, "--mem", "0", "alice", "true", NULL) < 0, "--mem 0 (unlimited) is refused");
+
+    /* config */
+    const char *conf = "# c\nimages_dir = /var/lib/jailyard/images\nallowed_callers = 0 33\nuid_min = 10000\n";
+    CHECK(jr_parse_config(conf, strlen(conf), &cfg, err, sizeof err) == 0 && cfg.n_allowed_callers == 2 &&
+              cfg.allowed_callers[1] == 33 && cfg.uid_min == 10000,
+          "a config parses");
+    const char *bad_conf[] = {"colour = blue\n", "images_dir = relative\n", "allowed_callers = root\n",
+                              "uid_min = -5\n", "images_dir /x\n", "uid_min = 5\nuid_max = 4\n"};
+    for (size_t i = 0; i < sizeof bad_conf / sizeof bad_conf[0]; i++) {
+        int r = jr_parse_config(bad_conf[i], strlen(bad_conf[i]), &cfg, err, sizeof err);
+        CHECK(r < 0 && err[0], bad_conf[i]);
+    }
+    const char nul_conf[] = "uid_min = 1\0000\n";
+    CHECK(jr_parse_config(nul_conf, sizeof nul_conf - 1, &cfg, err, sizeof err) < 0, "a NUL byte is refused");
+
+    /* plan */
+    CHECK(parse_plan_text(PLAN, &plan, err) == 0, "the reference plan parses");
+    CHECK(plan.uid == 10001 && plan.n_mounts == 3 && plan.limits[LIM_MEM] == 536870912 &&
+              (plan.mounts[0].flags & JR_MNT_RO) && strcmp(plan.mounts[1].target, "/home") == 0,
+          "plan fields land where they belong");
+    CHECK(plan_with("uid 10001", "uid 10001x", err) < 0, "a malformed uid is refused");
+    CHECK(plan_with("mount /home bind", "mount home bind", err) < 0, "a relative mount target is refused");
+    CHECK(plan_with("mount /home bind", "mount /home/../etc bind", err) < 0, "'..' in a mount target is refused");
+    CHECK(plan_with("version 1", "version 2", err) < 0, "an unknown plan version is refused");
+    CHECK(plan_with("net 0", "net 0\nevil 1", err) < 0, "an unknown key is refused");
+    CHECK(plan_with("hostname alice", "hostname ali ce", err) < 0, "a bad hostname is refused");
+    CHECK(plan_with("name alice", "name ../x", err) < 0, "a bad name in the plan is refused");
+
+    /* command line */
+    CHECK(args(&a, err, "alice", "--", "/bin/true", NULL) == 0 && strcmp(a.name, "alice") == 0 &&
+              strcmp(a.argv[0], "/bin/true") == 0,
+          "NAME -- PROGRAM");
+    CHECK(args(&a, err, "--timeout", "5", "--mem", "64M", "--env", "TERM=xterm", "alice", "sh", "-c", "x", NULL) == 0 &&
+              a.limits[LIM_WALL] == 5 && a.limits[LIM_MEM] == 64ULL << 20 && a.n_env == 1 &&
+              strcmp(a.argv[2], "x") == 0,
+          "options before NAME; the program's own options stay its own");
+    CHECK(args(&a, err, "--timeout", "-1", "alice", "true", NULL) < 0, "a negative timeout is refused");
+    CHECK(args(&a, err, "--env", "NOEQUALS", "alice", "true", NULL) < 0, "--env without '=' is refused");
+    CHECK(args(&a, err, "--env", "BAD-NAME=x", "alice", "true", NULL) < 0, "--env with a bad name is refused");
+    CHECK(args(&a, err, "--bogus", "alice", "true", NULL) < 0, "an unknown option is refused");
+    CHECK(args(&a, err, "alice", NULL) < 0, "a missing program is refused");
+    CHECK(args(&a, err, "--help", NULL) == 0 && a.help, "--help");
+
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/python
+# Copyright: jailyard contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: create, mount, unmount and remove tenant jails (one or many)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: jail
+short_description: Create, mount, unmount and remove tenant jails
+description:
+  - Converges one jail, or many with O(jails), to a state.
+  - A jail is a tenant's spec (C(tenant.json)), mount plan, passwd/group and home under
+    the tenants directory, mounted over the shared read-only base image at the jails directory.
+  - C(changed) is true only when something changed; check mode reports exactly what a real run would do;
+    diff mode shows the spec and the mount set before and after.
+  - Every operation on tenant-writable paths refuses to follow symlinks.
+version_added: "1.0.0"
+author: jailyard contributors (@jailyard)
+options:
+  name:
+    description: The jail (tenant) name, matching C(^[a-z_][a-z0-9_-]{0,31}$). Required unless O(jails) is given.
+    type: str
+  state:
+    description:
+      - V(present) makes the spec, plan and home exist and leaves mounts as they are.
+      - V(mounted) also mounts every mount of the plan, repairing a partly mounted jail.
+      - V(unmounted) makes it exist with nothing mounted; refused while a session is live unless O(force).
+      - V(absent) unmounts it and removes its spec; home and upper layer are kept unless O(purge).
+    type: str
+    choices: [present, mounted, unmounted, absent]
+    default: mounted
+  uid:
+    description: Tenant uid, within the node's tenant range, not a host account nor another tenant's. Required to create.
+    type: int
+  gid:
+    description: Tenant gid. Defaults to the uid.
+    type: int
+  layout:
+    description: V(bind) (read-only base, private /home and /tmp) or V(overlay) (copy-on-write upper layer over the base).
+    type: str
+    choices: [bind, overlay]
+  image:
+    description: Base image id, or V(current) for the newest (applied at each fresh mount).
+    type: str
+  hostname:
+    description: Hostname inside the jail. Defaults to the name.
+    type: str
+  net:
+    description: Whether C(jailrun --net) may give the jail the host network.
+    type: bool
+  limits:
+    description: Limits the launcher enforces; C(jailrun) options may only tighten them. 0 means unlimited.
+    type: dict
+    suboptions:
+      cpu:
+        description: CPU seconds per process.
+        type: int
+      mem:
+        description: Memory in bytes for the tenant (cgroup) and address space per process.
+        type: int
+      procs:
+        description: Processes of the tenant.
+        type: int
+      fsize:
+        description: Largest file in bytes.
+        type: int
+      nofile:
+        description: Open files per process.
+        type: int
+      wall:
+        description: Wall-clock seconds per session.
+        type: int
+  program:
+    description: The tenant's program (registry information).
+    type: str
+  packages:
+    description: The tenant's extra packages (registry information).
+    type: list
+    elements: str
+  purge:
+    description: With V(absent), also delete the tenant's home and upper layer. Refused while a session is live.
+    type: bool
+    default: false
+  force:
+    description: Unmount even while sessions are live (they keep running on their own copy of the mounts).
+    type: bool
+    default: false
+  jails:
+    description:
+      - Many jails in one task, each a dict with the options above (O(name) required, O(state) defaulting to the task's).
+      - Every item is validated before anything changes.
+    type: list
+    elements: dict
+  exclusive:
+    description: With O(jails), remove every jail that is not listed (homes kept unless O(purge)).
+    type: bool
+    default: false
+  config:
+    description: The node config shared with the launcher.
+    type: path
+    default: /etc/jailyard/jailyard.conf
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+notes:
+  - Runs as root on the jail host.
+"""
+
+EXAMPLES = r"""
+- name: Mount a jail for alice
+  jail:
+    name: alice
+    uid: 10001
+
+- name: Converge all tenants in one task, removing unlisted ones (homes kept)
+  jail:
+    jails:
+      - {name: alice, uid: 10001}
+      - {name: bob, uid: 10002, layout: overlay, limits: {mem: 268435456}}
+    state: mounted
+    exclusive: true
+
+- name: Remove a jail and delete its home
+  jail:
+    name: bob
+    state: absent
+    purge: true
+"""
+
+RETURN = r"""
+actions:
+  description: What was (or in check mode would be) done, one line each.
+  returned: always
+  type: list
+  elements: str
+  sample: ["create jail alice (uid 10001, bind layout, image 3f2a9c1b0d4e)", "mount alice: / /home /tmp /etc/passwd /etc/group"]
+jail:
+  description: The jail after the task (single form).
+  returned: when O(name) is given
+  type: dict
+  sample: {"state": "mounted", "spec": {"name": "alice", "uid": 10001}, "mounts": ["/srv/jails/alice"]}
+results:
+  description: Per-jail results (bulk form) for the jails that changed.
+  returned: when O(jails) is given
+  type: list
+  elements: dict
+count:
+  description: Jails in the bulk form, and how many changed.
+  returned: when O(jails) is given
+  type: dict
+  sample: {"total": 1000, "changed": 3}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.jailyard.config import load_config
+from ansible.module_utils.jailyard.errors import JailError
+from ansible.module_utils.jailyard.lifecycle import STATES, converge_many
+
+LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall")}
+ITEM_KEYS = ("name", "state", "uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages", "purge", "force")
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "name": {"type": "str"},
+            "state": {"type": "str", "choices": list(STATES), "default": "mounted"},
+            "uid": {"type": "int"},
+            "gid": {"type": "int"},
+            "layout": {"type": "str", "choices": ["bind", "overlay"]},
+            "image": {"type": "str"},
+            "hostname": {"type": "str"},
+            "net": {"type": "bool"},
+            "limits": {"type": "dict", "options": LIMITS},
+            "program": {"type": "str"},
+            "packages": {"type": "list", "elements": "str"},
+            "purge": {"type": "bool", "default": False},
+            "force": {"type": "bool", "default": False},
+            "jails": {"type": "list", "elements": "dict"},
+            "exclusive": {"type": "bool", "default": False},
+            "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
+        },
+        mutually_exclusive=[("name", "jails")],
+        required_one_of=[("name", "jails")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    single = p["jails"] is None
+    try:
+        cfg = load_config(p["config"])
+        if single:
+            items = [{k: p[k] for k in ITEM_KEYS}]
+            defaults = {}
+        else:
+            items = []
+            for index, item in enumerate(p["jails"]):
+                unknown = sorted(set(item) - set(ITEM_KEYS))
+                if unknown:
+                    raise JailError(f"jails[{index}] has unknown keys {unknown}: expected some of {', '.join(ITEM_KEYS)}")
+                items.append(item)
+            defaults = {"state": p["state"], "purge": p["purge"], "force": p["force"]}
+        results = converge_many(cfg, items, check=module.check_mode, exclusive=p["exclusive"] and not single, defaults=defaults)
+    except JailError as exc:
+        module.fail_json(msg=str(exc))
+    changed = [r for r in results if r.changed]
+    diff = [{"before": r.before, "after": r.after, "before_header": r.name, "after_header": r.name} for r in changed]
+    actions = [a for r in results for a in r.actions]
+    if single:
+        r = results[0]
+        module.exit_json(changed=r.changed, actions=actions, jail=r.after, diff=diff[0] if diff else {})
+    module.exit_json(
+        changed=bool(changed),
+        actions=actions,
+        results=[r.as_dict() for r in changed],
+        count={"total": len(results), "changed": len(changed)},
+        diff=diff,
+    )
+
+
+if __name__ == "__main__":
+    main()

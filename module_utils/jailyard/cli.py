@@ -1,0 +1,200 @@
+"""jailctl, the node CLI: list, status, create, mount, unmount, remove, run, expire, gc, images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import image as images
+from .config import DEFAULT_CONFIG_PATH, Config, load_config
+from .errors import JailError
+from .expiry import expire_pass
+from .lifecycle import converge, jail_facts
+from .spec import LIMIT_KEYS
+
+JAILRUN = "/usr/local/sbin/jailrun"
+
+
+def _limits(pairs: list[str]) -> dict[str, int]:
+    limits = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in LIMIT_KEYS or not value.isdigit():
+            raise JailError(f"invalid --limit {pair!r}: expected KEY=N with KEY one of {', '.join(LIMIT_KEYS)}")
+        limits[key] = int(value)
+    return limits
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_list(cfg: Config, args: argparse.Namespace) -> Any:
+    facts = jail_facts(cfg, args.pattern)
+    if args.json:
+        return facts
+    rows = [
+        {
+            "name": f["name"],
+            "uid": f["uid"],
+            "layout": f["layout"],
+            "image": f["image_id"][:12],
+            "mounted": "yes" if f["mounted"] else ("partly" if any(m["mounted"] for m in f["mounts"]) else "no"),
+            "sessions": len(f["sessions"]),
+        }
+        for f in facts
+    ]
+    return _table(rows, ["name", "uid", "layout", "image", "mounted", "sessions"])
+
+
+def cmd_status(cfg: Config, args: argparse.Namespace) -> Any:
+    facts = [f for f in jail_facts(cfg, args.name, disk_usage=args.disk_usage) if f["name"] == args.name]
+    if not facts:
+        raise JailError(f"unknown jail {args.name!r}")
+    fact = facts[0]
+    if args.json:
+        return fact
+    lines = [f"{k}: {v}" for k, v in fact.items() if k not in ("mounts", "limits")]
+    lines.append("limits: " + " ".join(f"{k}={v}" for k, v in fact["limits"].items()))
+    lines += [f"mount {m['target']}: {'mounted' if m['mounted'] else 'not mounted'}" for m in fact["mounts"]]
+    return "\n".join(lines)
+
+
+def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
+    def run(cfg: Config, args: argparse.Namespace) -> Any:
+        params: dict[str, Any] = {"name": args.name, "state": state}
+        for key in ("uid", "gid", "layout", "image", "hostname", "force", "purge"):
+            if getattr(args, key, None) is not None:
+                params[key] = getattr(args, key)
+        if getattr(args, "net", False):
+            params["net"] = True
+        if getattr(args, "limit", None):
+            params["limits"] = _limits(args.limit)
+        result = converge(cfg, params, check=args.check)
+        if args.json:
+            return result.as_dict()
+        verb = "would" if args.check else "did"
+        if not result.actions:
+            return f"{args.name}: nothing to do ({result.after.get('state')})"
+        return "\n".join(f"{args.name}: {verb} {a}" for a in result.actions)
+
+    return run
+
+
+def cmd_run(cfg: Config, args: argparse.Namespace) -> Any:
+    jailrun = shutil.which("jailrun") or JAILRUN
+    argv = [jailrun, *args.jailrun_args]
+    os.execv(jailrun, argv)
+
+
+def cmd_expire(cfg: Config, args: argparse.Namespace) -> Any:
+    report = expire_pass(cfg)
+    if args.json:
+        return report.as_dict()
+    lines = [f"unmounted {name}" for name in report.unmounted]
+    lines += [f"error {name}: {err}" for name, err in report.errors.items()]
+    first = " (first pass: recording only)" if report.previous_pass is None else ""
+    lines.append(
+        f"expiry pass{first}: {report.mounted} mounted, {len(report.unmounted)} unmounted, "
+        f"{len(report.kept_in_use)} in use, {len(report.kept_busy)} busy, {report.seconds:.3f}s"
+    )
+    if report.errors:
+        raise JailError("\n".join(lines))
+    return "\n".join(lines)
+
+
+def cmd_gc(cfg: Config, args: argparse.Namespace) -> Any:
+    removed = images.gc_images(cfg, check=args.check)
+    if args.json:
+        return {"removed": removed, "check": args.check}
+    verb = "would remove" if args.check else "removed"
+    return "\n".join(f"{verb} image {i}" for i in removed) or "no unused image"
+
+
+def cmd_images(cfg: Config, args: argparse.Namespace) -> Any:
+    listed = images.list_images(cfg)
+    if args.json:
+        return listed
+    return _table(listed, ["id", "current", "in_use", "created", "size"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jailctl", description="Operate the tenant jails of this node.")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG_PATH), help="node config (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., Any], help_text: str, jail: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
+        if jail:
+            p.add_argument("name", metavar="NAME", help="the jail (tenant) name")
+        return p
+
+    p = add("list", cmd_list, "List jails with their mount state and live sessions.", jail=False)
+    p.add_argument("pattern", nargs="?", default="*", help="a glob of names (default: all)")
+    p = add("status", cmd_status, "Show one jail: spec, each mount, sessions.")
+    p.add_argument("--disk-usage", action="store_true", help="also add up the tenant's disk usage")
+    for name, state, help_text in (
+        ("create", "present", "Create a jail (spec, plan, home) without mounting it."),
+        ("mount", "mounted", "Mount a jail (creating it first if --uid is given)."),
+        ("unmount", "unmounted", "Unmount a jail; refused while a session is live unless --force."),
+        ("remove", "absent", "Remove a jail; its home is kept unless --purge."),
+    ):
+        p = add(name, _change(state), help_text)
+        p.add_argument("--check", action="store_true", help="only say what would change")
+        if state != "absent":
+            p.add_argument("--uid", type=int, help="tenant uid (required to create)")
+            p.add_argument("--gid", type=int, help="tenant gid (default: the uid)")
+            p.add_argument("--layout", choices=("bind", "overlay"), help="bind (default) or overlay")
+            p.add_argument("--image", help="an image id or 'current' (default)")
+            p.add_argument("--hostname", help="hostname inside the jail (default: the name)")
+            p.add_argument("--net", action="store_true", help="allow the network (jailrun --net)")
+            p.add_argument("--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)}")
+        if state in ("unmounted", "absent"):
+            p.add_argument("--force", action="store_true", default=None, help="unmount even with live sessions")
+        if state == "absent":
+            p.add_argument("--purge", action="store_true", default=None, help="also delete home and upper layer")
+    p = sub.add_parser(
+        "run", help="Run a program in a jail through jailrun.", description="jailctl run NAME [jailrun options] -- PROGRAM [ARGS...]"
+    )
+    p.set_defaults(func=cmd_run)
+    p.add_argument("jailrun_args", nargs=argparse.REMAINDER, help="passed to jailrun as they are")
+    add("expire", cmd_expire, "Unmount jails nobody entered since the previous pass.", jail=False)
+    p = add("gc", cmd_gc, "Remove base images no jail uses (never the current one).", jail=False)
+    p.add_argument("--check", action="store_true", help="only say what would be removed")
+    add("images", cmd_images, "List base images and which are in use.", jail=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(Path(args.config))
+        out = args.func(cfg, args)
+    except JailError as exc:
+        print(f"jailctl: error: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        print(f"jailctl: error: {exc.filename}: permission denied (run as root)", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump(out, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    elif out:
+        print(out)
+    return 0

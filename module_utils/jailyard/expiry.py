@@ -1,0 +1,129 @@
+"""The expiry pass: unmount jails nobody entered since the previous pass.
+
+Idleness comes from the launcher's records (last use, live sessions), not from
+the kernel's MNT_EXPIRE marks: a session runs in its own mount namespace on a
+clone of the jail's tree, which MNT_EXPIRE cannot see. Nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import syslog
+import time
+
+from .config import Config
+from .errors import JailError
+from .kernel import is_mount_root
+from .lock import tenant_lock
+from .mount import detach_jail
+from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
+from .sessions import last_use_ns, live_sessions, touch_lastuse
+from .spec import NAME_RE
+
+
+@dataclasses.dataclass
+class ExpiryReport:
+    previous_pass: float | None
+    started: float
+    mounted: int = 0
+    unmounted: list[str] = dataclasses.field(default_factory=list)
+    kept_in_use: list[str] = dataclasses.field(default_factory=list)
+    kept_busy: list[str] = dataclasses.field(default_factory=list)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
+    """One pass over the mounted jails.
+
+    Work is per jail, not per mount: the jail roots are listed once and each is
+    checked with one statx; the mount table (tens of thousands of lines on a
+    busy node) is read only if a half-mounted jail has to be cleaned up.
+    """
+    stamp = cfg.run_dir / "expiry.stamp"
+    # Start time from the kernel's file clock, the same clock as the launcher's
+    # last-use stamps (utimensat UTIME_NOW), which lags time.time() by up to a tick.
+    cfg.run_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    pending = cfg.run_dir / "expiry.stamp.new"
+    fd = os.open(pending, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.utime(fd)
+        started_ns = os.fstat(fd).st_mtime_ns
+        started = started_ns / 1e9
+    finally:
+        os.close(fd)
+    clock = time.monotonic()
+    try:
+        previous: int | None = os.stat(stamp).st_mtime_ns
+    except FileNotFoundError:
+        previous = None
+    report = ExpiryReport(previous_pass=None if previous is None else previous / 1e9, started=started)
+    mounted, partial = _mounted_jails(cfg)
+    report.mounted = len(mounted) + len(partial)
+    by_jail: dict[str, list[MountInfo]] = {}
+    if partial:
+        by_jail = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))
+    for name in sorted(mounted + partial):
+        if previous is None or _used_since(cfg, name, previous, started_ns):
+            report.kept_in_use.append(name)
+            continue
+        # Never wait on a jail someone is entering or changing: it is in use.
+        with tenant_lock(cfg, name, exclusive=True, wait=False) as locked:
+            if not locked:
+                report.kept_busy.append(name)
+                continue
+            if _used_since(cfg, name, previous, started_ns):
+                report.kept_in_use.append(name)
+                continue
+            try:
+                detach_jail(cfg.jail_root(name), by_jail.get(name, []), root_mounted=name not in partial)
+            except JailError as exc:
+                report.errors[name] = str(exc)
+                continue
+            report.unmounted.append(name)
+    os.rename(pending, stamp)
+    report.seconds = time.monotonic() - clock
+    if log:
+        _log(report)
+    return report
+
+
+def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
+    """Jails whose root is mounted, and jails with only pieces mounted (root gone, home left)."""
+    mounted, partial = [], []
+    jails = str(cfg.jails_dir)
+    try:
+        entries = os.scandir(jails)
+    except FileNotFoundError:
+        return [], []
+    with entries:
+        for entry in entries:
+            if not NAME_RE.match(entry.name):
+                continue
+            root = f"{jails}/{entry.name}"
+            if is_mount_root(root):
+                mounted.append(entry.name)
+            elif is_mount_root(f"{root}/home"):
+                partial.append(entry.name)
+    return mounted, partial
+
+
+def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int) -> bool:
+    if live_sessions(cfg, name):
+        # In use now: it counts as used just after this pass began, so it must then idle a full interval.
+        touch_lastuse(cfg, name, at_ns=now_ns + 1)
+        return True
+    return last_use_ns(cfg, name) > since_ns
+
+
+def _log(report: ExpiryReport) -> None:
+    syslog.openlog("jailyard-expire", 0, syslog.LOG_AUTHPRIV)
+    for name in report.unmounted:
+        syslog.syslog(syslog.LOG_INFO, f"unmounted idle jail {name}")
+    for name, err in report.errors.items():
+        syslog.syslog(syslog.LOG_WARNING, f"could not unmount jail {name}: {err}")
+    syslog.closelog()

@@ -1,0 +1,163 @@
+"""Apply a MountPlan: mount a jail (repairing a partial one, never stacking) and unmount it."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from . import kernel
+from .config import Config
+from .errors import JailError
+from .mountinfo import MountInfo, mounts_under, read_mountinfo
+from .plan import MountEntry, MountPlan, host_target
+from .safefs import open_beneath, opened
+
+
+def _attrs(options: tuple[str, ...]) -> int:
+    attrs = 0
+    for opt in options:
+        if opt not in kernel.ATTR_BY_OPTION:
+            raise JailError(f"unknown mount option {opt!r} in plan")
+        attrs |= kernel.ATTR_BY_OPTION[opt]
+    return attrs
+
+
+def open_trusted(path: str | Path, trusted: Path, directory: bool = True) -> int:
+    """Open path, which must lie under the root-controlled directory `trusted`.
+
+    The trusted prefix may contain symlinks set up by the admin (e.g. /var/lib
+    on another disk); everything below it is resolved without following any.
+    """
+    path = Path(path)
+    try:
+        rel = path.relative_to(trusted)
+    except ValueError:
+        raise JailError(f"refusing {path}: it is not below {trusted}") from None
+    base = os.open(os.path.realpath(trusted), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    with opened(base):
+        return open_beneath(base, rel, directory=directory, what=str(path))
+
+
+def mount_state(plan: MountPlan) -> list[tuple[MountEntry, bool]]:
+    """Each mount of the plan and whether it is in place (statx, like the launcher)."""
+    return [(m, kernel.is_mount_root(host_target(plan.root, m.target))) for m in plan.mounts]
+
+
+def is_mounted(plan: MountPlan) -> bool:
+    return all(present for _, present in mount_state(plan))
+
+
+def mount_jail(cfg: Config, plan: MountPlan) -> list[str]:
+    """Mount every missing entry of the plan, in order; returns the targets mounted.
+
+    The caller holds the tenant lock. A jail whose root is not mounted but has
+    leftovers below it (stale pieces) is cleared first, so nothing stacks.
+    """
+    state = mount_state(plan)
+    if all(present for _, present in state):
+        return []
+    root = str(plan.root)
+    if not state[0][1]:
+        if any(present for _, present in state):
+            # Pieces left below a missing root (half expired, stale): clear them all first.
+            # Only then is the mount table read, so mounting stays constant work per jail.
+            for leftover in reversed(mounts_under(read_mountinfo(), root)):
+                kernel.umount(leftover.target, detach=True)
+        state = [(m, False) for m, _ in state]
+    with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
+        _ensure_root_dir(jails_fd, plan.name)
+    done: list[str] = []
+    try:
+        for entry, present in state:
+            if present:
+                continue
+            _mount_entry(cfg, plan, entry)
+            done.append(entry.target)
+    except BaseException:
+        # All or nothing: never leave a jail half-mounted by this call.
+        for target in reversed(done):
+            kernel.umount(host_target(plan.root, target), detach=True)
+        raise
+    return done
+
+
+def _ensure_root_dir(jails_fd: int, name: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=jails_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.mkdir(name, 0o755, dir_fd=jails_fd)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise JailError(f"jail root {name!r} is not a directory")
+
+
+def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry) -> None:
+    attrs = _attrs(entry.options)
+    tenant_dir = cfg.tenant_dir(plan.name)
+    if entry.target == "/":
+        target_fd = open_trusted(plan.root, cfg.jails_dir)
+    else:
+        # Below the jail root everything may be tenant-controlled (overlay upper).
+        is_dir = entry.fstype == "overlay" or not entry.source.startswith(f"{tenant_dir}/etc/")
+        with opened(open_trusted(plan.root, cfg.jails_dir)) as root_fd:
+            target_fd = open_beneath(root_fd, entry.target, directory=is_dir, what=f"{plan.name}:{entry.target}")
+    with opened(target_fd):
+        if entry.fstype == "bind":
+            trusted = cfg.images_dir if entry.target == "/" else cfg.tenants_dir
+            is_dir = not entry.source.startswith(f"{tenant_dir}/etc/")
+            with opened(open_trusted(entry.source, trusted, directory=is_dir)) as src_fd:
+                mfd = kernel.open_tree_clone(src_fd)
+        elif entry.fstype == "overlay":
+            lower, upper, work = entry.source.split(":")
+            for path, trusted in ((lower, cfg.images_dir), (upper, cfg.tenants_dir), (work, cfg.tenants_dir)):
+                os.close(open_trusted(path, trusted))
+            mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
+        else:
+            raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")
+        with opened(mfd):
+            kernel.set_mount_attrs(mfd, attrs)
+            kernel.move_mount_to_fd(mfd, target_fd, f"{plan.name}:{entry.target}")
+
+
+def detach_jail(root: Path, mounts: list[MountInfo], root_mounted: bool | None = None) -> None:
+    """Take a whole jail off the host in one umount2(MNT_DETACH) of its root.
+
+    The subtree leaves the mount table atomically, so nobody ever sees it half
+    unmounted, and it costs one syscall (and one RCU grace period) per jail
+    instead of one per mount: 4x faster at thousands of jails, measured. Only
+    for jails with no live session (expiry); a root that is not mounted but has
+    pieces below falls back to unmounting them one by one.
+    """
+    if root_mounted is None:
+        root_mounted = kernel.is_mount_root(str(root))
+    if root_mounted:
+        kernel.umount(str(root), detach=True)
+    else:
+        unmount_jail(root, mounts, detach=True)
+
+
+def unmount_jail(root: Path, mounts: list[MountInfo] | None = None, detach: bool = False) -> list[str]:
+    """Unmount everything at or below the jail root, deepest first; returns the targets unmounted.
+
+    One umount2(2) per mount, found in one read of the mount table (pass
+    `mounts` to share a read across many jails). If that read has gone stale
+    (the jail was remounted since), the table is read again once. Without
+    `detach` a busy mount is an error.
+    """
+    done: list[str] = []
+    for attempt in (1, 2):
+        if mounts is None:
+            mounts = read_mountinfo()
+        try:
+            for m in reversed(mounts_under(mounts, str(root))):
+                if m.target in done:
+                    continue
+                kernel.umount(m.target, detach=detach)
+                done.append(m.target)
+            return done
+        except JailError:
+            if attempt == 2:
+                raise
+            mounts = None
+    return done

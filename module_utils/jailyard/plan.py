@@ -1,0 +1,139 @@
+"""MountPlan: what a jail's mounts are, computed from its spec, and the plan file the launcher reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .config import Config
+from .errors import JailError
+from .spec import LIMIT_KEYS, TenantSpec
+
+PLAN_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MountEntry:
+    target: str  # absolute path inside the jail root
+    fstype: str  # "bind" or "overlay"
+    source: str  # host path; for overlay "lower:upper:work"
+    options: tuple[str, ...]  # subset of ro, nosuid, nodev, noexec
+
+    def render(self) -> str:
+        return f"mount {self.target} {self.fstype} {self.source} {','.join(self.options)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class MountPlan:
+    name: str
+    uid: int
+    gid: int
+    hostname: str
+    home: str
+    root: Path
+    image: str
+    net: bool
+    limits: dict[str, int]
+    mounts: tuple[MountEntry, ...]
+
+    def render(self) -> str:
+        lines = [
+            f"version {PLAN_VERSION}",
+            f"name {self.name}",
+            f"uid {self.uid}",
+            f"gid {self.gid}",
+            f"hostname {self.hostname}",
+            f"home {self.home}",
+            f"root {self.root}",
+            f"image {self.image}",
+            f"net {int(self.net)}",
+        ]
+        lines += [f"limit {key} {self.limits.get(key, 0)}" for key in LIMIT_KEYS]
+        lines += [m.render() for m in self.mounts]
+        return "\n".join(lines) + "\n"
+
+    def targets(self) -> list[str]:
+        """Host paths of every mount, in mount order."""
+        return [host_target(self.root, m.target) for m in self.mounts]
+
+
+def host_target(root: Path, target: str) -> str:
+    return str(root) if target == "/" else f"{root}{target}"
+
+
+def plan_mounts(cfg: Config, spec: TenantSpec, image_id: str, image_root: Path) -> MountPlan:
+    """The mounts of a jail, in order. The launcher never computes these itself."""
+    tdir = cfg.tenant_dir(spec.name)
+    for path in (image_root, tdir, cfg.jails_dir):
+        if any(c.isspace() for c in str(path)):
+            raise JailError(f"path {str(path)!r} contains whitespace, which the plan format cannot carry")
+    tenant_rw = ("nosuid", "nodev")
+    mounts: list[MountEntry] = []
+    if spec.layout == "bind":
+        mounts.append(MountEntry("/", "bind", str(image_root), ("ro", "nosuid", "nodev")))
+        mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
+        mounts.append(MountEntry("/tmp", "bind", f"{tdir}/tmp", tenant_rw))
+    else:
+        mounts.append(MountEntry("/", "overlay", f"{image_root}:{tdir}/upper:{tdir}/work", tenant_rw))
+        mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
+    mounts.append(MountEntry("/etc/passwd", "bind", f"{tdir}/etc/passwd", ("ro", "nosuid", "nodev")))
+    mounts.append(MountEntry("/etc/group", "bind", f"{tdir}/etc/group", ("ro", "nosuid", "nodev")))
+    return MountPlan(
+        name=spec.name,
+        uid=spec.uid,
+        gid=spec.gid,
+        hostname=spec.hostname,
+        home=f"/home/{spec.name}",
+        root=cfg.jail_root(spec.name),
+        image=image_id,
+        net=spec.net,
+        limits=dict(spec.limits),
+        mounts=tuple(mounts),
+    )
+
+
+def parse_plan(text: str, origin: str) -> MountPlan:
+    """Read a plan file back (the same strict format the launcher parses)."""
+    fields: dict[str, str] = {}
+    limits: dict[str, int] = {}
+    mounts: list[MountEntry] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split(" ")
+        key = parts[0]
+        if key == "mount" and len(parts) == 5:
+            mounts.append(MountEntry(parts[1], parts[2], parts[3], tuple(o for o in parts[4].split(",") if o)))
+        elif key == "limit" and len(parts) == 3 and parts[1] in LIMIT_KEYS and parts[2].isdigit():
+            limits[parts[1]] = int(parts[2])
+        elif len(parts) == 2 and key in ("version", "name", "uid", "gid", "hostname", "home", "root", "image", "net"):
+            fields[key] = parts[1]
+        else:
+            raise JailError(f"{origin}:{lineno}: malformed plan line {line!r}")
+    try:
+        if int(fields["version"]) != PLAN_VERSION:
+            raise JailError(f"{origin}: unsupported plan version {fields['version']!r}")
+        return MountPlan(
+            name=fields["name"],
+            uid=int(fields["uid"]),
+            gid=int(fields["gid"]),
+            hostname=fields["hostname"],
+            home=fields["home"],
+            root=Path(fields["root"]),
+            image=fields["image"],
+            net=fields["net"] == "1",
+            limits=limits,
+            mounts=tuple(mounts),
+        )
+    except (KeyError, ValueError) as exc:
+        raise JailError(f"{origin}: incomplete plan ({exc})") from exc
+
+
+def render_passwd(spec: TenantSpec) -> str:
+    return (
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        f"{spec.name}:x:{spec.uid}:{spec.gid}:{spec.name}:/home/{spec.name}:/bin/sh\n"
+    )
+
+
+def render_group(spec: TenantSpec) -> str:
+    return f"root:x:0:\nnogroup:x:65534:\n{spec.name}:x:{spec.gid}:\n"

@@ -1,0 +1,60 @@
+"""The tenant registry: one tenant.json per tenant, read without any shared index file."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+
+from .config import Config
+from .errors import JailError
+from .plan import MountPlan, parse_plan
+from .spec import NAME_RE, TenantSpec
+
+
+def list_tenants(cfg: Config, pattern: str = "*") -> list[str]:
+    """Names of tenants that have a spec, sorted; one directory scan."""
+    try:
+        entries = os.scandir(cfg.tenants_dir)
+    except FileNotFoundError:
+        return []
+    with entries:
+        names = [e.name for e in entries if NAME_RE.match(e.name) and fnmatch.fnmatchcase(e.name, pattern)]
+    return sorted(n for n in names if (cfg.tenant_dir(n) / "tenant.json").exists())
+
+
+def load_spec(cfg: Config, name: str) -> TenantSpec | None:
+    path = cfg.tenant_dir(name) / "tenant.json"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JailError(f"cannot read {path}: {exc.strerror}") from exc
+    return TenantSpec.from_json(text, str(path))
+
+
+def load_plan(cfg: Config, name: str) -> MountPlan | None:
+    path = cfg.tenant_dir(name) / "plan"
+    try:
+        return parse_plan(path.read_text(), str(path))
+    except FileNotFoundError:
+        return None
+
+
+def uid_owner(cfg: Config, uid: int) -> str | None:
+    """The tenant holding uid (reservations are symlinks .uids/<uid> -> name, made atomically)."""
+    try:
+        return os.readlink(cfg.uid_index() / str(uid))
+    except FileNotFoundError:
+        return None
+
+
+def reserve_uid(cfg: Config, uid: int, name: str) -> None:
+    index = cfg.uid_index()
+    index.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.symlink(name, index / str(uid))
+    except FileExistsError:
+        owner = uid_owner(cfg, uid)
+        if owner != name:
+            raise JailError(f"uid {uid} already belongs to tenant {owner!r}") from None

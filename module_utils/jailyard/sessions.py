@@ -1,0 +1,72 @@
+"""Live-session and last-use records written by the launcher, read by expiry and unmount."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import Config
+
+
+def _starttime(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    rest = data[data.rindex(b")") + 2 :].split()
+    return rest[19].decode()  # field 22 overall
+
+
+def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
+    """Pids of the tenant's live sessions; records whose process is gone are ended (and pruned)."""
+    sdir = f"{cfg.run_dir}/sessions/{name}"
+    try:
+        entries = os.listdir(sdir)
+    except FileNotFoundError:
+        return []
+    live = []
+    for entry in entries:
+        path = Path(sdir, entry)
+        try:
+            pid_s, start = path.read_text().split()
+            alive = entry == pid_s and _starttime(int(pid_s)) == start
+        except (OSError, ValueError):
+            alive = False
+        if alive:
+            live.append(int(pid_s))
+        elif prune:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+    return sorted(live)
+
+
+def record_session(cfg: Config, name: str, pid: int) -> None:
+    """Write a session record the way the launcher does (used by tests and tools)."""
+    sdir = cfg.sessions_dir(name)
+    sdir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (sdir / str(pid)).write_text(f"{pid} {_starttime(pid)}\n")
+
+
+def touch_lastuse(cfg: Config, name: str, at_ns: int | None = None) -> None:
+    path = cfg.lastuse_path(name)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        if at_ns is None:
+            os.utime(fd)
+        else:
+            os.utime(fd, ns=(at_ns, at_ns))
+    finally:
+        os.close(fd)
+
+
+def last_use_ns(cfg: Config, name: str) -> int:
+    """Time of the last launch or mount in ns (exact, unlike a float); 0 if never recorded."""
+    try:
+        return os.stat(f"{cfg.run_dir}/lastuse/{name}").st_mtime_ns
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,127 @@
+"""TenantSpec: the registry entry of one tenant (tenant.json) and its validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from .config import Config
+from .errors import JailError
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+LAYOUTS = ("bind", "overlay")
+LIMIT_KEYS = ("cpu", "mem", "procs", "fsize", "nofile", "wall")
+SPEC_VERSION = 1
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise JailError(f"invalid jail name {name!r}: expected a name matching {NAME_RE.pattern}")
+    return name
+
+
+@dataclasses.dataclass
+class TenantSpec:
+    name: str
+    uid: int
+    gid: int
+    layout: str = "bind"
+    image: str = "current"  # what was asked for: "current" or a pinned id
+    image_id: str = ""  # the image the jail uses (resolved at create and at each fresh mount)
+    hostname: str = ""
+    net: bool = False
+    limits: dict[str, int] = dataclasses.field(default_factory=dict)
+    program: str | None = None
+    packages: list[str] = dataclasses.field(default_factory=list)
+    version: int = SPEC_VERSION
+
+    @classmethod
+    def build(
+        cls,
+        cfg: Config,
+        name: object,
+        uid: object,
+        gid: object = None,
+        layout: object = None,
+        image: object = None,
+        hostname: object = None,
+        net: object = None,
+        limits: object = None,
+        program: object = None,
+        packages: object = None,
+    ) -> TenantSpec:
+        """Validate user input (module arguments, CLI flags) into a spec; limits default from cfg."""
+        name = check_name(name)
+        uid = _int("uid", uid)
+        gid = uid if gid is None else _int("gid", gid)
+        merged = cfg.default_limits()
+        if limits is not None:
+            if not isinstance(limits, dict):
+                raise JailError(f"limits of {name} must be a mapping, got {limits!r}")
+            for key, value in limits.items():
+                if key not in LIMIT_KEYS:
+                    raise JailError(f"unknown limit {key!r} for {name}: expected one of {', '.join(LIMIT_KEYS)}")
+                merged[key] = _int(f"limits.{key}", value)
+        spec = cls(
+            name=name,
+            uid=uid,
+            gid=gid,
+            layout="bind" if layout is None else layout,  # type: ignore[arg-type]
+            image="current" if image is None else image,  # type: ignore[arg-type]
+            hostname=name if not hostname else hostname,  # type: ignore[arg-type]
+            net=bool(net),
+            limits=merged,
+            program=program,  # type: ignore[arg-type]
+            packages=list(packages or []),  # type: ignore[call-overload]
+        )
+        spec.validate(cfg)
+        return spec
+
+    def validate(self, cfg: Config) -> None:
+        check_name(self.name)
+        if not cfg.uid_min <= self.uid <= cfg.uid_max:
+            raise JailError(f"uid {self.uid} of {self.name} is outside the tenant range {cfg.uid_min}-{cfg.uid_max}")
+        if not cfg.uid_min <= self.gid <= cfg.uid_max:
+            raise JailError(f"gid {self.gid} of {self.name} is outside the tenant range {cfg.uid_min}-{cfg.uid_max}")
+        if self.layout not in LAYOUTS:
+            raise JailError(f"invalid layout {self.layout!r} for {self.name}: expected one of {', '.join(LAYOUTS)}")
+        if not isinstance(self.hostname, str) or not HOSTNAME_RE.match(self.hostname):
+            raise JailError(f"invalid hostname {self.hostname!r} for {self.name}: expected a DNS label")
+        if not isinstance(self.image, str) or not re.match(r"^(current|[0-9a-f]{8,64})$", self.image):
+            raise JailError(f"invalid image {self.image!r} for {self.name}: expected 'current' or an image id")
+        if self.program is not None and not isinstance(self.program, str):
+            raise JailError(f"invalid program {self.program!r} for {self.name}: expected a string")
+        for pkg in self.packages:
+            if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
+                raise JailError(f"invalid package name {pkg!r} for {self.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, origin: str) -> TenantSpec:
+        try:
+            data = json.loads(text)
+            fields = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(data) - fields
+            if unknown:
+                raise JailError(f"{origin}: unknown keys {sorted(unknown)}")
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise JailError(f"{origin}: malformed tenant spec: {exc}") from exc
+
+
+def _int(what: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise JailError(f"{what} must be a non-negative integer, got {value!r}")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise JailError(f"{what} must be a non-negative integer, got {value!r}")
+    return value

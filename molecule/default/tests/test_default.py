@@ -1,0 +1,90 @@
+"""Verify a node converged by site.yml: the launcher, the demo jails, expiry, the read-only image."""
+
+from __future__ import annotations
+
+import json
+
+# A launcher that hangs must fail the test, not the whole run. `timeout`
+# exits 124 on a hang; the launcher's own 124 (mount step failed) prints a line.
+JAILRUN = "timeout -k 5 60 /usr/local/sbin/jailrun"
+
+
+def ran(run) -> str:
+    if run.rc == 124 and not run.stderr:
+        return "jailrun hung for 60 s"
+    return f"exit {run.rc}: {run.stderr}"
+
+
+NOBODY = 65534
+
+
+def test_jailrun_is_setuid_root(host):
+    jailrun = host.file("/usr/local/sbin/jailrun")
+    assert jailrun.user == "root" and jailrun.group == "root"
+    assert jailrun.mode == 0o4755
+
+
+def test_jailrun_refuses_a_caller_that_is_not_allowed(host):
+    run = host.run(f"setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups /usr/local/sbin/jailrun demo -- id")
+    assert run.rc == 121, run.stdout + run.stderr  # contracts: 121 = caller not allowed
+    assert "uid=" not in run.stdout
+
+
+def test_config_is_root_owned_and_not_writable_by_others(host):
+    conf = host.file("/etc/jailyard/jailyard.conf")
+    assert conf.user == "root" and conf.mode == 0o644
+    assert host.file("/etc/jailyard").mode == 0o755
+    assert "allowed_callers = 0 33" in conf.content_string
+
+
+def test_bind_jail_runs_a_command_as_its_tenant(host):
+    run = host.run(f"{JAILRUN} demo -- sh -c 'id -u; id -g; hostname; cat /etc/debian_version'")
+    assert run.rc == 0, ran(run)
+    uid, gid, hostname, version = run.stdout.split()
+    assert (uid, gid, hostname) == ("10001", "10001", "demo")
+    assert version.startswith("12.")
+
+
+def test_overlay_jail_runs_a_command_as_its_tenant(host):
+    run = host.run(f"{JAILRUN} demo2 -- id -u")
+    assert run.rc == 0, ran(run)
+    assert run.stdout.strip() == "10002"
+
+
+def test_image_is_read_only_from_a_jail(host):
+    run = host.run(f"{JAILRUN} demo -- sh -c 'echo x > /usr/tenant-was-here'")
+    assert run.rc != 0
+    rootfs = host.file("/var/lib/jailyard/images/current/rootfs")
+    assert rootfs.is_directory
+    assert not host.file("/var/lib/jailyard/images/current/rootfs/usr/tenant-was-here").exists
+
+
+def test_overlay_writes_land_in_the_tenant_layer_not_the_image(host):
+    # demo2 is a copy-on-write layer: its tenant may write where root put
+    # writable directories (/tmp here); the base image must never see it.
+    run = host.run(f"{JAILRUN} demo2 -- sh -c 'echo x > /tmp/overlay-probe && cat /tmp/overlay-probe'")
+    assert run.rc == 0, ran(run)
+    assert not host.file("/var/lib/jailyard/images/current/rootfs/tmp/overlay-probe").exists
+
+
+def test_expiry_timer_is_installed_and_active(host):
+    assert host.file("/etc/systemd/system/jailyard-expiry.service").exists
+    assert host.run("systemctl is-enabled jailyard-expiry.timer").stdout.strip() == "enabled"
+    assert host.run("systemctl is-active jailyard-expiry.timer").stdout.strip() == "active"
+    verify = host.run("systemd-analyze verify /etc/systemd/system/jailyard-expiry.service /etc/systemd/system/jailyard-expiry.timer")
+    assert "jailyard-expiry" not in verify.stdout + verify.stderr, verify.stdout + verify.stderr
+
+
+def test_expiry_service_runs_clean(host):
+    run = host.run("systemctl start jailyard-expiry.service && systemctl show -p Result --value jailyard-expiry.service")
+    assert run.rc == 0, ran(run)
+    assert run.stdout.strip() == "success"
+
+
+def test_jailctl_lists_the_declared_tenants(host):
+    run = host.run("jailctl --json list")
+    assert run.rc == 0, ran(run)
+    tenants = {t["name"]: t for t in json.loads(run.stdout)}
+    assert set(tenants) == {"demo", "demo2"}
+    assert (tenants["demo"]["uid"], tenants["demo"]["layout"]) == (10001, "bind")
+    assert (tenants["demo2"]["uid"], tenants["demo2"]["layout"]) == (10002, "overlay")

@@ -1,0 +1,148 @@
+"""Expiry: idle jails are unmounted after two passes; used or live ones never; nothing is deleted."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from jailyard.config import Config
+from jailyard.expiry import expire_pass
+from jailyard.lifecycle import converge, converge_many, mount_tenant
+from jailyard.lock import tenant_lock
+from jailyard.mount import is_mounted
+from jailyard.mountinfo import jails_with_mounts, read_mountinfo
+from jailyard.registry import load_plan
+from jailyard.sessions import record_session, touch_lastuse
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def mounted_jails(cfg: Config) -> set[str]:
+    return set(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir)))
+
+
+def launch_like_jailrun(cfg: Config, name: str) -> None:
+    """The launcher's protocol without the namespaces: shared lock, check, mount if needed, record use."""
+    with tenant_lock(cfg, name, exclusive=False):
+        if is_mounted(load_plan(cfg, name)):
+            touch_lastuse(cfg, name)
+            assert (cfg.jail_root(name) / "etc" / "passwd").read_text()
+            return
+    with tenant_lock(cfg, name, exclusive=True):
+        mount_tenant(cfg, name, lock_held=True)
+        touch_lastuse(cfg, name)
+        assert is_mounted(load_plan(cfg, name))
+
+
+def test_idle_jail_is_unmounted_after_two_passes_and_files_survive(cfg: Config) -> None:
+    converge(cfg, {"name": "idle", "uid": 10001})
+    (cfg.jail_root("idle") / "home" / "idle" / "notes").write_text("keep me")
+    first = expire_pass(cfg)
+    assert first.previous_pass is None and first.unmounted == []
+    assert mounted_jails(cfg) == {"idle"}
+    second = expire_pass(cfg)
+    assert second.unmounted == ["idle"]
+    assert mounted_jails(cfg) == set()
+    assert (cfg.tenant_dir("idle") / "home" / "idle" / "notes").read_text() == "keep me"
+    third = expire_pass(cfg)
+    assert third.unmounted == [] and third.mounted == 0
+
+
+def test_jail_used_between_passes_survives(cfg: Config) -> None:
+    converge_many(cfg, [{"name": "used", "uid": 10001}, {"name": "idle", "uid": 10002, "layout": "overlay"}])
+    expire_pass(cfg)
+    time.sleep(0.05)  # past the kernel's coarse file-clock tick
+    launch_like_jailrun(cfg, "used")
+    report = expire_pass(cfg)
+    assert report.unmounted == ["idle"]
+    assert "used" in report.kept_in_use
+    assert mounted_jails(cfg) == {"used"}
+    # Not used again: the next pass takes it.
+    assert expire_pass(cfg).unmounted == ["used"]
+
+
+def test_jail_with_a_live_session_survives_any_number_of_passes(cfg: Config) -> None:
+    converge(cfg, {"name": "live", "uid": 10001})
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        record_session(cfg, "live", sleeper.pid)
+        for _ in range(5):
+            assert expire_pass(cfg).unmounted == []
+        assert mounted_jails(cfg) == {"live"}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    expire_pass(cfg)
+    assert expire_pass(cfg).unmounted == ["live"]
+
+
+def test_expired_jail_is_mounted_again_on_demand(cfg: Config) -> None:
+    converge(cfg, {"name": "back", "uid": 10001})
+    expire_pass(cfg)
+    expire_pass(cfg)
+    assert mounted_jails(cfg) == set()
+    launch_like_jailrun(cfg, "back")
+    assert mounted_jails(cfg) == {"back"}
+    assert len(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))["back"]) == 5
+
+
+def test_busy_jail_is_skipped_not_waited_for(cfg: Config) -> None:
+    converge(cfg, {"name": "busy", "uid": 10001})
+    expire_pass(cfg)
+    with tenant_lock(cfg, "busy"):
+        started = time.monotonic()
+        report = expire_pass(cfg)
+        assert time.monotonic() - started < 5
+    assert report.kept_busy == ["busy"]
+    assert mounted_jails(cfg) == {"busy"}
+
+
+def test_jailctl_expire_prints_what_it_unmounted(cfg: Config) -> None:
+    converge(cfg, {"name": "idle", "uid": 10001})
+    jailctl = [sys.executable, str(cfg.lib_dir.parent / "bin" / "jailctl"), "--config", str(cfg.path), "expire"]
+    first = subprocess.run(jailctl, capture_output=True, text=True, check=True)
+    assert "first pass: recording only" in first.stdout
+    second = subprocess.run(jailctl, capture_output=True, text=True, check=True)
+    assert second.stdout.splitlines()[0] == "unmounted idle"
+    nothing = subprocess.run(jailctl, capture_output=True, text=True)
+    assert nothing.returncode == 0 and "0 mounted, 0 unmounted" in nothing.stdout
+
+
+def test_launches_racing_expiry_passes_end_clean(cfg: Config) -> None:
+    names = [f"s{i}" for i in range(8)]
+    converge_many(cfg, [{"name": n, "uid": 10001 + i, "layout": "overlay" if i % 2 else "bind"} for i, n in enumerate(names)])
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 6
+
+    def launcher(worker: int) -> None:
+        try:
+            i = worker
+            while time.monotonic() < deadline:
+                launch_like_jailrun(cfg, names[i % len(names)])
+                i += 3
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def expirer() -> None:
+        try:
+            while time.monotonic() < deadline:
+                report = expire_pass(cfg, log=False)
+                assert not report.errors, report.errors
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=launcher, args=(w,)) for w in range(3)] + [threading.Thread(target=expirer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    # Every jail is either whole or not mounted at all: nothing stray, nothing stacked.
+    for name, mounts in jails_with_mounts(read_mountinfo(), str(cfg.jails_dir)).items():
+        expected = 5 if int(name[1:]) % 2 == 0 else 4
+        assert len(mounts) == expected, (name, [m.target for m in mounts])

@@ -1,0 +1,110 @@
+"""Expiry against the real launcher: a live `sleep` session keeps its jail; an expired jail comes back on demand."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from jailtest import REPO, make_config
+from jailyard.config import Config
+from jailyard.expiry import expire_pass
+from jailyard.kernel import umount
+from jailyard.lifecycle import converge
+from jailyard.mountinfo import jails_with_mounts, read_mountinfo
+from jailyard.sessions import live_sessions
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None, reason="needs root and gcc")
+
+
+@pytest.fixture(scope="module")
+def jr(tmp_path_factory: pytest.TempPathFactory, image_store: Path):
+    base = tmp_path_factory.mktemp("expiry-jailrun")
+    cfg = make_config(base, image_store)
+    build = base / "build"
+    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={cfg.path}"], check=True)
+    os.chmod(build / "jailrun", 0o4755)
+    try:
+        yield cfg, str(build / "jailrun")
+    finally:
+        for m in reversed([m for m in read_mountinfo() if m.target.startswith(f"{base}/")]):
+            umount(m.target, detach=True)
+
+
+def mounted(cfg: Config) -> set[str]:
+    return set(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir)))
+
+
+def test_live_jailrun_session_keeps_its_jail_and_expired_jail_comes_back(jr: tuple[Config, str]) -> None:
+    cfg, jailrun = jr
+    converge(cfg, {"name": "lab", "uid": 10001})
+    (cfg.jail_root("lab") / "home" / "lab" / "work.txt").write_text("kept\n")
+    session = subprocess.Popen([jailrun, "lab", "--", "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while not live_sessions(cfg, "lab") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live_sessions(cfg, "lab") == [session.pid]
+        for _ in range(4):
+            assert expire_pass(cfg, log=False).unmounted == []
+        assert "lab" in mounted(cfg)
+        assert session.poll() is None
+    finally:
+        session.kill()
+        session.wait()
+    # The session is over: a full idle interval later the jail goes, its files stay.
+    expire_pass(cfg, log=False)
+    time.sleep(0.02)
+    assert expire_pass(cfg, log=False).unmounted == ["lab"]
+    assert "lab" not in mounted(cfg)
+    assert (cfg.tenant_dir("lab") / "home" / "lab" / "work.txt").read_text() == "kept\n"
+    # jailrun mounts it again on demand and the tenant finds its files.
+    out = subprocess.run([jailrun, "lab", "--", "cat", "/home/lab/work.txt"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "kept\n"
+    assert "lab" in mounted(cfg)
+    assert len(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))["lab"]) == 5
+
+
+def test_launches_racing_expiry_passes_never_enter_a_half_unmounted_jail(jr: tuple[Config, str]) -> None:
+    cfg, jailrun = jr
+    converge(cfg, {"name": "race", "uid": 10002, "layout": "overlay"})
+    deadline = time.monotonic() + 8
+    expirer = subprocess.Popen(["/usr/bin/python3", "-c", EXPIRE_LOOP.format(lib=str(REPO / "module_utils"), conf=str(cfg.path), until=8)])
+    failures = []
+    runs = 0
+    while time.monotonic() < deadline:
+        out = subprocess.run([jailrun, "race", "--", "cat", "/etc/passwd"], capture_output=True, text=True)
+        runs += 1
+        if out.returncode != 0 or "race:x:10002:" not in out.stdout:
+            failures.append((out.returncode, out.stderr))
+    assert expirer.wait(30) == 0
+    assert runs > 10 and failures == []
+    left = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir)).get("race", [])
+    assert len(left) in (0, 4), [m.target for m in left]
+
+
+# Worst case for the launcher: before every pass the jail is made to look idle
+# (last use at the epoch), so every pass that finds no live session unmounts it.
+EXPIRE_LOOP = """
+import os, sys, time
+sys.path.insert(0, {lib!r})
+from jailyard.config import load_config
+from jailyard.expiry import expire_pass
+cfg = load_config({conf!r})
+end = time.monotonic() + {until}
+unmounted = 0
+while time.monotonic() < end:
+    try:
+        os.utime(cfg.lastuse_path("race"), (0, 0))
+    except FileNotFoundError:
+        pass
+    report = expire_pass(cfg, log=False)
+    assert not report.errors, report.errors
+    unmounted += len(report.unmounted)
+assert unmounted > 3, unmounted
+"""

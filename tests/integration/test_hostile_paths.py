@@ -1,0 +1,96 @@
+"""A tenant controls its home, tmp and upper layer: a symlink planted there never makes root act elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from jailyard.config import Config
+from jailyard.errors import JailError
+from jailyard.lifecycle import converge, mount_tenant
+from jailyard.mountinfo import read_mountinfo
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def etc_state() -> list[tuple[str, int, int]]:
+    return sorted((p, os.lstat(f"/etc/{p}").st_mode, os.lstat(f"/etc/{p}").st_ino) for p in os.listdir("/etc"))
+
+
+def no_mount_on(path: str) -> bool:
+    return all(not (m.target == path or m.target.startswith(f"{path}/")) for m in read_mountinfo())
+
+
+def test_home_replaced_by_symlink_to_etc_is_refused_at_mount(cfg: Config) -> None:
+    converge(cfg, {"name": "alice", "uid": 10001, "state": "present"})
+    home = cfg.tenant_dir("alice") / "home"
+    shutil.rmtree(home)
+    home.symlink_to("/etc")
+    before = etc_state()
+    with pytest.raises(JailError, match="refusing alice/home: expected a directory, found a symlink"):
+        converge(cfg, {"name": "alice", "state": "mounted"})
+    # The launcher's mount step does not repair, it mounts: it must refuse too.
+    with pytest.raises(JailError, match=r"refusing to follow symlink at .*/tenants/alice/home"):
+        mount_tenant(cfg, "alice")
+    assert etc_state() == before
+    assert no_mount_on("/etc")
+    # Nothing of the jail is left half-mounted.
+    assert no_mount_on(str(cfg.jail_root("alice")))
+
+
+def test_tenant_home_dir_replaced_by_symlink_is_never_chowned_through(cfg: Config) -> None:
+    converge(cfg, {"name": "alice", "uid": 10001, "state": "present"})
+    own = cfg.tenant_dir("alice") / "home" / "alice"
+    own.rmdir()
+    decoy = cfg.tenants_dir.parent / "decoy"
+    decoy.mkdir()
+    own.symlink_to(decoy)
+    with pytest.raises(JailError, match=r"refusing .*home/alice: expected a directory, found a symlink"):
+        converge(cfg, {"name": "alice", "state": "present"})
+    st = decoy.stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
+
+
+def test_symlink_planted_in_overlay_upper_does_not_redirect_the_home_mount(cfg: Config) -> None:
+    converge(cfg, {"name": "bob", "uid": 10002, "layout": "overlay", "state": "present"})
+    upper = cfg.tenant_dir("bob") / "upper"
+    # What a tenant could leave in its upper layer: /home replaced by a link to the host's /etc.
+    (upper / "home").symlink_to("/etc")
+    before = etc_state()
+    with pytest.raises(JailError, match="refusing to follow symlink at bob:/home"):
+        converge(cfg, {"name": "bob", "state": "mounted"})
+    assert etc_state() == before
+    assert no_mount_on("/etc")
+    converge(cfg, {"name": "bob", "state": "unmounted", "force": True})
+
+
+def test_purge_with_home_replaced_by_symlink_removes_only_the_link(cfg: Config) -> None:
+    converge(cfg, {"name": "alice", "uid": 10001})
+    decoy = cfg.tenants_dir.parent / "decoy-etc"
+    decoy.mkdir()
+    (decoy / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    converge(cfg, {"name": "alice", "state": "unmounted"})
+    home = cfg.tenant_dir("alice") / "home"
+    shutil.rmtree(home)
+    home.symlink_to(decoy)
+    etc_link = cfg.tenant_dir("alice") / "tmp" / "etc"
+    etc_link.symlink_to("/etc")
+    before = etc_state()
+    converge(cfg, {"name": "alice", "state": "absent", "purge": True})
+    assert (decoy / "passwd").read_text().startswith("root:")
+    assert etc_state() == before
+    assert not cfg.tenant_dir("alice").exists()
+
+
+def test_files_written_by_root_are_never_followed_symlinks(cfg: Config) -> None:
+    converge(cfg, {"name": "alice", "uid": 10001, "state": "present"})
+    passwd = cfg.tenant_dir("alice") / "etc" / "passwd"
+    passwd.unlink()
+    target = cfg.tenants_dir.parent / "victim"
+    target.write_text("untouched\n")
+    passwd.symlink_to(target)
+    converge(cfg, {"name": "alice", "state": "present"})
+    assert target.read_text() == "untouched\n"
+    assert not passwd.is_symlink()

@@ -1,0 +1,170 @@
+"""What a launch looks like from the inside and the outside: environment, namespaces, exit codes, records, meta."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_inside_the_jail(node) -> None:
+    r = node.run(
+        "alice",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; id -G; hostname; pwd; umask; cat /proc/net/dev | tail -n +3 | cut -d: -f1; "
+        "grep -E '^(NoNewPrivs|CapBnd|CapEff|Seccomp):' /proc/self/status; ls /dev | tr '\\n' ' '; echo; "
+        "ls -l /proc/self/fd | grep -c ' -> '",
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [x.strip() for x in r.stdout.splitlines()]
+    assert lines[0] == "47101" and lines[1] == "47101"
+    assert lines[2] == "alice" and lines[3] == "/home/alice" and lines[4] == "0077"
+    assert lines[5] == "lo"  # a network namespace with only lo
+    status = dict(x.split(":\t") for x in lines[6:10])
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    assert int(status["CapBnd"], 16) == 0 and int(status["CapEff"], 16) == 0
+    assert lines[10].split() == sorted("fd full null ptmx pts random shm stderr stdin stdout tty urandom zero".split())
+
+
+def test_proc_is_read_only_and_mounts_are_nosuid(node) -> None:
+    r = node.run("alice", "--", "/bin/cat", "/proc/self/mountinfo")
+    for line in r.stdout.splitlines():
+        fields = line.split()
+        opts = fields[5].split(",")
+        if fields[4] == "/proc":
+            assert "ro" in opts
+        assert "nosuid" in opts, line
+        if fields[4] not in ("/dev", "/dev/pts"):  # the device nodes themselves, and pty slaves
+            assert "nodev" in opts, line
+
+
+def test_exit_codes(node) -> None:
+    assert node.run("alice", "--", "/bin/sh", "-c", "exit 7").returncode == 7
+    assert node.run("alice", "--", "/bin/sh", "-c", "kill -TERM $$").returncode == 128 + 15
+    r = node.run("alice", "--", "/no/such/program")
+    assert r.returncode == 127 and r.stderr.startswith("jailrun: ")
+    assert node.run("alice", "--", "/etc/passwd").returncode == 126
+    assert node.run("alice", "true").returncode == 0  # PATH search, "--" optional
+    assert node.run("--bogus", "alice", "true").returncode == 120
+    assert node.run("--cwd", "/nonexistent", "alice", "true").returncode == 120
+    assert node.run("--net", "alice", "true").returncode == 120  # the plan has no network
+
+
+def test_help(node) -> None:
+    r = node.run("--help")
+    assert r.returncode == 0 and "usage: jailrun" in r.stdout
+
+
+def test_session_record_and_last_use(node) -> None:
+    run_dir = node.cfg.run_dir
+    p = subprocess.Popen([node.jailrun, "alice", "--", "/bin/sleep", "5"])
+    try:
+        record = run_dir / "sessions" / "alice" / str(p.pid)
+        deadline = time.monotonic() + 5
+        while not record.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pid, start = record.read_text().split()
+        stat = Path(f"/proc/{p.pid}/stat").read_text()
+        assert pid == str(p.pid) and start == stat[stat.rindex(")") + 2 :].split()[19]
+    finally:
+        p.terminate()  # forwarded to the program
+        rc = p.wait(timeout=10)
+    assert rc == 128 + 15
+    assert not record.exists()
+    assert time.time() - (run_dir / "lastuse" / "alice").stat().st_mtime < 10
+
+
+def test_meta_file(node, tmp_path: Path) -> None:
+    meta = tmp_path / "m"
+    r = node.run("--meta", str(meta), "alice", "--", "/bin/sh", "-c", "exit 3")
+    assert r.returncode == 3
+    info = dict(line.split(" ", 1) for line in meta.read_text().splitlines())
+    assert info["status"] == "3" and info["exitcode"] == "3" and info["killed_by"] == "none"
+    assert float(info["wall"]) < 5 and int(info["mem_peak"]) > 0
+    assert {"cpu_user", "cpu_sys"} <= info.keys()
+
+
+def test_mount_on_demand_after_unmount(node) -> None:
+    from jailyard.lifecycle import converge
+
+    converge(node.cfg, {"name": "bob", "state": "unmounted"})
+    home = f"{node.cfg.jails_dir}/bob/home"
+    assert home not in mount_targets()
+    r = node.run("bob", "--", "/bin/cat", "/etc/passwd")
+    assert r.returncode == 0 and "bob:x:47102" in r.stdout
+    assert home in mount_targets()
+
+
+def mount_targets() -> set[str]:
+    with open("/proc/self/mountinfo") as fh:
+        return {line.split()[4] for line in fh}
+
+
+def test_c_parser_tests() -> None:
+    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), "check"], check=True)
+
+
+@pytest.mark.skipif(subprocess.run(["which", "clang"], capture_output=True).returncode != 0, reason="needs clang")
+def test_fuzz_parsers_briefly() -> None:
+    r = subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), "fuzz", "FUZZ_TIME=20"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_one_syslog_line_per_launch_and_per_refusal(node) -> None:
+    import socket
+
+    if os.path.exists("/dev/log"):
+        pytest.skip("a syslog daemon owns /dev/log here")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("/dev/log")
+    sock.settimeout(5)
+    try:
+        assert node.run("alice", "--", "/bin/true").returncode == 0
+        assert node.run("nosuchtenant", "--", "/bin/true").returncode == 123
+        assert node.run("alice", "--", "/bin/true", user=65534).returncode == 121
+        got = []
+        sock.settimeout(1)
+        try:
+            while True:
+                got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+    finally:
+        sock.close()
+        os.unlink("/dev/log")
+    lines = [m for m in got if "jailrun[" in m]  # the mount helper logs its own line too
+    assert len(lines) == 3, got  # one per launch or refusal, no more
+    assert "launch: caller=0 tenant=alice program=/bin/true status=0" in lines[0]
+    assert "refused: caller=0 tenant=nosuchtenant" in lines[1] and "code=123" in lines[1]
+    assert "refused: caller=65534" in lines[2] and "code=121" in lines[2]
+
+
+def test_program_is_pid_2_under_a_reaper(node) -> None:
+    r = node.run("alice", "--", "/bin/sh", "-c", "echo $$; cat /proc/1/status | grep -E '^(Uid|PPid):'")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "2"  # PID 1 is the launcher's reaper, the program comes next
+    assert "PPid:\t0" in r.stdout
+
+
+def test_overlay_layout_keeps_the_tenants_changes_off_the_image(node) -> None:
+    from jailyard.lifecycle import converge
+
+    converge(node.cfg, {"name": "olga", "uid": 47105, "layout": "overlay", "state": "present"})
+    r = node.run("olga", "--", "/bin/sh", "-c", "id -u; echo mine > /tmp/olga-tool && cat /tmp/olga-tool; touch /bin/x")
+    assert r.returncode != 0 and "/bin/x" in r.stderr  # the image's own files stay root's
+    assert r.stdout.split() == ["47105", "mine"]
+    rootfs = node.cfg.images_dir / "0123456789abcdef" / "rootfs"
+    assert not (rootfs / "tmp/olga-tool").exists() and not (rootfs / "bin/x").exists()
+    upper = node.cfg.tenants_dir / "olga" / "upper"
+    assert (upper / "tmp/olga-tool").read_text() == "mine\n"
+    # It persists into the next session, and alice (bind layout) never sees it.
+    assert node.run("olga", "--", "/bin/cat", "/tmp/olga-tool").stdout == "mine\n"
+    assert node.run("alice", "--", "/bin/cat", "/tmp/olga-tool").returncode != 0

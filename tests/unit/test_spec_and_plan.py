@@ -1,0 +1,117 @@
+"""Planning and validation, no root needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jailyard.config import Config, parse_config
+from jailyard.errors import JailError
+from jailyard.plan import parse_plan, plan_mounts
+from jailyard.spec import TenantSpec, check_name
+
+CFG = Config()
+
+
+@pytest.mark.parametrize("name", ["alice", "_svc", "a" * 32, "bob-2", "x_y"])
+def test_valid_names_pass(name: str) -> None:
+    assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "../x", "Alice", "a" * 33, "1abc", "a b", "a/b", "-x", "é", None, 7])
+def test_bad_names_are_refused_naming_the_value(name: object) -> None:
+    with pytest.raises(JailError, match="invalid jail name") as err:
+        check_name(name)
+    assert repr(name) in str(err.value)
+
+
+@pytest.mark.parametrize("uid", [0, 9999, 60000, -1])
+def test_uid_outside_range_is_refused(uid: int) -> None:
+    with pytest.raises(JailError, match=str(uid)):
+        TenantSpec.build(CFG, "alice", uid)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("layout", "zfs", "invalid layout 'zfs'"),
+        ("image", "../etc", "invalid image '../etc'"),
+        ("hostname", "bad host", "invalid hostname 'bad host'"),
+        ("limits", {"cpus": 1}, "unknown limit 'cpus'"),
+        ("limits", {"mem": -5}, "limits.mem must be a non-negative integer, got -5"),
+        ("uid", True, "uid must be a non-negative integer, got True"),
+    ],
+)
+def test_bad_fields_get_one_clear_error(field: str, value: object, message: str) -> None:
+    args = {"name": "alice", "uid": 10001, field: value}
+    with pytest.raises(JailError) as err:
+        TenantSpec.build(CFG, **args)
+    assert message in str(err.value)
+
+
+def test_limits_default_from_config_and_merge() -> None:
+    spec = TenantSpec.build(CFG, "alice", 10001, limits={"mem": 1024})
+    assert spec.limits["mem"] == 1024
+    assert spec.limits["procs"] == CFG.default_procs
+    assert spec.gid == 10001
+    assert spec.hostname == "alice"
+
+
+def test_spec_json_roundtrip() -> None:
+    spec = TenantSpec.build(CFG, "alice", 10001, layout="overlay")
+    assert TenantSpec.from_json(spec.to_json(), "x") == spec
+
+
+def test_spec_with_unknown_keys_is_refused() -> None:
+    with pytest.raises(JailError, match="unknown keys"):
+        TenantSpec.from_json('{"name": "a", "uid": 1, "gid": 1, "evil": 1}', "t.json")
+
+
+def test_bind_plan_mounts_base_readonly_nosuid_then_home_tmp_passwd() -> None:
+    spec = TenantSpec.build(CFG, "alice", 10001)
+    plan = plan_mounts(CFG, spec, "abcdef01", Path("/img/rootfs"))
+    assert [m.target for m in plan.mounts] == ["/", "/home", "/tmp", "/etc/passwd", "/etc/group"]
+    assert plan.mounts[0].options == ("ro", "nosuid", "nodev")
+    assert all({"nosuid", "nodev"} <= set(m.options) for m in plan.mounts)
+    assert plan.targets()[0] == "/srv/jails/alice"
+    assert plan.targets()[1] == "/srv/jails/alice/home"
+
+
+def test_overlay_plan_has_upper_and_work_and_no_tmp_bind() -> None:
+    spec = TenantSpec.build(CFG, "bob", 10002, layout="overlay")
+    plan = plan_mounts(CFG, spec, "abcdef01", Path("/img/rootfs"))
+    assert plan.mounts[0].fstype == "overlay"
+    assert plan.mounts[0].source == "/img/rootfs:/var/lib/jailyard/tenants/bob/upper:/var/lib/jailyard/tenants/bob/work"
+    assert "/tmp" not in [m.target for m in plan.mounts]
+
+
+def test_plan_file_roundtrip_is_exact() -> None:
+    spec = TenantSpec.build(CFG, "alice", 10001, net=True, limits={"wall": 30})
+    plan = plan_mounts(CFG, spec, "abcdef01", Path("/img/rootfs"))
+    assert parse_plan(plan.render(), "plan") == plan
+
+
+def test_plan_refuses_paths_with_whitespace() -> None:
+    spec = TenantSpec.build(CFG, "alice", 10001)
+    with pytest.raises(JailError, match="whitespace"):
+        plan_mounts(CFG, spec, "abcdef01", Path("/img/root fs"))
+
+
+@pytest.mark.parametrize("line", ["mount / bind", "limit cpu x", "uid 1 2", "evil 1"])
+def test_malformed_plan_lines_are_refused(line: str) -> None:
+    spec = TenantSpec.build(CFG, "alice", 10001)
+    text = plan_mounts(CFG, spec, "abcdef01", Path("/i")).render() + line + "\n"
+    with pytest.raises(JailError, match="malformed plan line"):
+        parse_plan(text, "plan")
+
+
+def test_config_roundtrip_and_unknown_key() -> None:
+    cfg = Config(uid_min=20000, allowed_callers=(0, 33, 1000))
+    assert parse_config(cfg.render()) == cfg
+    with pytest.raises(JailError, match="unknown key 'colour'"):
+        parse_config("colour = blue\n", "jailyard.conf")
+    with pytest.raises(JailError, match="must be an absolute path"):
+        parse_config("jails_dir = relative\n")
+    with pytest.raises(JailError, match="uid_min 5 is above uid_max 4"):
+        parse_config("uid_min = 5\nuid_max = 4\n")
