@@ -18,8 +18,8 @@ from .kernel import is_mount_root
 from .lock import tenant_lock
 from .mount import detach_jail
 from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
+from .plan import is_valid_name
 from .sessions import last_use_ns, live_sessions, touch_lastuse
-from .spec import NAME_RE
 
 
 @dataclasses.dataclass
@@ -102,7 +102,7 @@ def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
         return [], []
     with entries:
         for entry in entries:
-            if not NAME_RE.match(entry.name):
+            if not is_valid_name(entry.name):
                 continue
             root = f"{jails}/{entry.name}"
             if is_mount_root(root):

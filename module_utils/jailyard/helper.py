@@ -1,13 +1,26 @@
-"""The launcher's mount step, run as `python3 -I -S jailyard-mount --config CONF [--lock-held] NAME`."""
+"""The launcher's mount step, run as `python3 -I -S jailyard-mount --config CONF [--lock-held] NAME`.
+
+Every cold launch starts a fresh interpreter for this, so its start-up is part
+of the launch latency. The common case (the jail has a plan and the image it
+names is still current) imports only the light modules (conffile, plan, mount,
+kernel, safefs, lock, sessions: no dataclasses, pathlib, re or json) and
+mounts straight from the plan file. Anything else (no plan yet, a new current
+image to switch to) goes through lifecycle.mount_tenant, the same code the
+`jail` module and jailctl use.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 import syslog
 
-from .config import load_config
+from .conffile import Settings, read_values
 from .errors import JailError
-from .lifecycle import mount_tenant
+from .lock import tenant_lock
+from .mount import mount_jail, mount_state
+from .plan import NAME_PATTERN, is_valid_name, parse_plan
+from .sessions import touch_lastuse
 
 
 def main(argv: list[str]) -> int:
@@ -26,12 +39,53 @@ def main(argv: list[str]) -> int:
     if config is None or len(args) != 1:
         print("jailyard-mount: usage: jailyard-mount --config CONF [--lock-held] NAME", file=sys.stderr)
         return 2
+    name = args[0]
     try:
-        result = mount_tenant(load_config(config), args[0], lock_held=lock_held)
+        if not is_valid_name(name):
+            raise JailError(f"invalid jail name {name!r}: expected a name matching {NAME_PATTERN}")
+        cfg = Settings(read_values(config))
+        if lock_held:
+            actions = mount_step(cfg, config, name)
+        else:
+            with tenant_lock(cfg, name):
+                actions = mount_step(cfg, config, name)
     except JailError as exc:
         print(f"jailyard-mount: {exc}", file=sys.stderr)
-        syslog.syslog(syslog.LOG_ERR, f"jailyard-mount: {args[0]}: {exc}")
+        syslog.syslog(syslog.LOG_ERR, f"jailyard-mount: {name}: {exc}")
         return 1
-    if result.changed:
-        syslog.syslog(syslog.LOG_INFO, f"jailyard-mount: {'; '.join(result.actions)}")
+    if actions:
+        syslog.syslog(syslog.LOG_INFO, f"jailyard-mount: {'; '.join(actions)}")
     return 0
+
+
+def mount_step(cfg: Settings, config: str, name: str) -> list[str]:
+    """Mount the jail per its plan (the caller holds the tenant lock); the actions taken."""
+    path = f"{cfg.tenants_dir}/{name}/plan"
+    try:
+        with open(path) as fh:
+            plan = parse_plan(fh.read(), path)
+    except FileNotFoundError:
+        return _full_mount_step(config, name)
+    state = mount_state(plan)
+    if all(present for _, present in state):
+        return []
+    if not state[0][1]:
+        # A fresh mount takes the current image if the jail follows it: only the
+        # full step reads the spec to know whether it does.
+        try:
+            current = os.readlink(f"{cfg.images_dir}/current")
+        except OSError:
+            current = None
+        if current != plan.image:
+            return _full_mount_step(config, name)
+    done = mount_jail(cfg, plan)
+    touch_lastuse(cfg, name)
+    return [f"mount {name}: {' '.join(done)}"]
+
+
+def _full_mount_step(config: str, name: str) -> list[str]:
+    # Imported here: the heavy modules load only when the fast path cannot serve.
+    from .config import load_config
+    from .lifecycle import mount_tenant
+
+    return mount_tenant(load_config(config), name, lock_held=True).actions

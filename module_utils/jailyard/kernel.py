@@ -8,12 +8,13 @@ with its flags set before it becomes visible.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 from .errors import JailError
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The glibc soname directly: ctypes.util.find_library spawns ldconfig and costs
+# the launcher's mount step more than all its mounts together.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 

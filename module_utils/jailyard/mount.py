@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import os
 import stat
-from pathlib import Path
 
 from . import kernel
-from .config import Config
 from .errors import JailError
 from .mountinfo import MountInfo, mounts_under, read_mountinfo
 from .plan import MountEntry, MountPlan, host_target
 from .safefs import open_beneath, opened
+
+# The launcher's mount step imports this module on every cold launch: paths are
+# plain strings here (pathlib alone costs a third of the step), and `cfg` is
+# anything with the Config's jails_dir, tenants_dir and images_dir.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .config import Config
 
 
 def _attrs(options: tuple[str, ...]) -> int:
@@ -23,20 +30,18 @@ def _attrs(options: tuple[str, ...]) -> int:
     return attrs
 
 
-def open_trusted(path: str | Path, trusted: Path, directory: bool = True) -> int:
+def open_trusted(path: str | Path, trusted: str | Path, directory: bool = True) -> int:
     """Open path, which must lie under the root-controlled directory `trusted`.
 
     The trusted prefix may contain symlinks set up by the admin (e.g. /var/lib
     on another disk); everything below it is resolved without following any.
     """
-    path = Path(path)
-    try:
-        rel = path.relative_to(trusted)
-    except ValueError:
-        raise JailError(f"refusing {path}: it is not below {trusted}") from None
-    base = os.open(os.path.realpath(trusted), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    path, top = os.fspath(path), os.fspath(trusted).rstrip("/")
+    if path != top and not path.startswith(top + "/"):
+        raise JailError(f"refusing {path}: it is not below {top}")
+    base = os.open(os.path.realpath(top), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     with opened(base):
-        return open_beneath(base, rel, directory=directory, what=str(path))
+        return open_beneath(base, path[len(top) :], directory=directory, what=path)
 
 
 def mount_state(plan: MountPlan) -> list[tuple[MountEntry, bool]]:
@@ -57,7 +62,7 @@ def mount_jail(cfg: Config, plan: MountPlan) -> list[str]:
     state = mount_state(plan)
     if all(present for _, present in state):
         return []
-    root = str(plan.root)
+    root = plan.root
     if not state[0][1]:
         if any(present for _, present in state):
             # Pieces left below a missing root (half expired, stale): clear them all first.
@@ -94,7 +99,7 @@ def _ensure_root_dir(jails_fd: int, name: str) -> None:
 
 def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry) -> None:
     attrs = _attrs(entry.options)
-    tenant_dir = cfg.tenant_dir(plan.name)
+    tenant_dir = f"{cfg.tenants_dir}/{plan.name}"
     if entry.target == "/":
         target_fd = open_trusted(plan.root, cfg.jails_dir)
     else:
@@ -120,7 +125,7 @@ def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry) -> None:
             kernel.move_mount_to_fd(mfd, target_fd, f"{plan.name}:{entry.target}")
 
 
-def detach_jail(root: Path, mounts: list[MountInfo], root_mounted: bool | None = None) -> None:
+def detach_jail(root: str | Path, mounts: list[MountInfo], root_mounted: bool | None = None) -> None:
     """Take a whole jail off the host in one umount2(MNT_DETACH) of its root.
 
     The subtree leaves the mount table atomically, so nobody ever sees it half
@@ -137,7 +142,7 @@ def detach_jail(root: Path, mounts: list[MountInfo], root_mounted: bool | None =
         unmount_jail(root, mounts, detach=True)
 
 
-def unmount_jail(root: Path, mounts: list[MountInfo] | None = None, detach: bool = False) -> list[str]:
+def unmount_jail(root: str | Path, mounts: list[MountInfo] | None = None, detach: bool = False) -> list[str]:
     """Unmount everything at or below the jail root, deepest first; returns the targets unmounted.
 
     One umount2(2) per mount, found in one read of the mount table (pass

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
+from .record import Record
 
 
-@dataclasses.dataclass(frozen=True)
-class MountInfo:
+class MountInfo(Record):
+    _fields = ("mount_id", "parent_id", "root", "target", "options", "fstype", "source")
+    __slots__ = _fields
     mount_id: int
     parent_id: int
     root: str

@@ -2,35 +2,57 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
-from .config import Config
 from .errors import JailError
-from .spec import LIMIT_KEYS, TenantSpec
+from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .config import Config
+    from .spec import TenantSpec
 
 PLAN_VERSION = 1
+LIMIT_KEYS = ("cpu", "mem", "procs", "fsize", "nofile", "wall")
+
+# Tenant names: the one pattern of the modules, the CLI, the mount step and the C
+# launcher. Checked by hand, as the launcher does: `re` would cost the mount step
+# an import, and `$` in a regex also matches before a trailing newline.
+NAME_PATTERN = "^[a-z_][a-z0-9_-]{0,31}$"
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz_")
+_NAME_REST = _NAME_FIRST | frozenset("0123456789-")
 
 
-@dataclasses.dataclass(frozen=True)
-class MountEntry:
-    target: str  # absolute path inside the jail root
-    fstype: str  # "bind" or "overlay"
-    source: str  # host path; for overlay "lower:upper:work"
-    options: tuple[str, ...]  # subset of ro, nosuid, nodev, noexec
+def is_valid_name(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 32 and name[0] in _NAME_FIRST and all(c in _NAME_REST for c in name)
+
+
+class MountEntry(Record):
+    _fields = (
+        "target",  # str: absolute path inside the jail root
+        "fstype",  # str: "bind" or "overlay"
+        "source",  # str: host path; for overlay "lower:upper:work"
+        "options",  # tuple[str, ...]: subset of ro, nosuid, nodev, noexec
+    )
+    __slots__ = _fields
+    target: str
+    fstype: str
+    source: str
+    options: tuple[str, ...]
 
     def render(self) -> str:
         return f"mount {self.target} {self.fstype} {self.source} {','.join(self.options)}"
 
 
-@dataclasses.dataclass(frozen=True)
-class MountPlan:
+class MountPlan(Record):
+    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts")
+    __slots__ = _fields
     name: str
     uid: int
     gid: int
     hostname: str
     home: str
-    root: Path
+    root: str  # the jail root on the host
     image: str
     net: bool
     limits: dict[str, int]
@@ -57,13 +79,13 @@ class MountPlan:
         return [host_target(self.root, m.target) for m in self.mounts]
 
 
-def host_target(root: Path, target: str) -> str:
+def host_target(root: str | Path, target: str) -> str:
     return str(root) if target == "/" else f"{root}{target}"
 
 
 def plan_mounts(cfg: Config, spec: TenantSpec, image_id: str, image_root: Path) -> MountPlan:
     """The mounts of a jail, in order. The launcher never computes these itself."""
-    tdir = cfg.tenant_dir(spec.name)
+    tdir = f"{cfg.tenants_dir}/{spec.name}"
     for path in (image_root, tdir, cfg.jails_dir):
         if any(c.isspace() for c in str(path)):
             raise JailError(f"path {str(path)!r} contains whitespace, which the plan format cannot carry")
@@ -84,7 +106,7 @@ def plan_mounts(cfg: Config, spec: TenantSpec, image_id: str, image_root: Path) 
         gid=spec.gid,
         hostname=spec.hostname,
         home=f"/home/{spec.name}",
-        root=cfg.jail_root(spec.name),
+        root=f"{cfg.jails_dir}/{spec.name}",
         image=image_id,
         net=spec.net,
         limits=dict(spec.limits),
@@ -117,7 +139,7 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             gid=int(fields["gid"]),
             hostname=fields["hostname"],
             home=fields["home"],
-            root=Path(fields["root"]),
+            root=fields["root"],
             image=fields["image"],
             net=fields["net"] == "1",
             limits=limits,

@@ -7,8 +7,8 @@ import os
 
 from .config import Config
 from .errors import JailError
-from .plan import MountPlan, parse_plan
-from .spec import NAME_RE, TenantSpec
+from .plan import MountPlan, is_valid_name, parse_plan
+from .spec import TenantSpec
 
 
 def list_tenants(cfg: Config, pattern: str = "*") -> list[str]:
@@ -18,7 +18,7 @@ def list_tenants(cfg: Config, pattern: str = "*") -> list[str]:
     except FileNotFoundError:
         return []
     with entries:
-        names = [e.name for e in entries if NAME_RE.match(e.name) and fnmatch.fnmatchcase(e.name, pattern)]
+        names = [e.name for e in entries if is_valid_name(e.name) and fnmatch.fnmatchcase(e.name, pattern)]
     return sorted(n for n in names if (cfg.tenant_dir(n) / "tenant.json").exists())
 
 

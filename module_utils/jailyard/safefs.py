@@ -4,20 +4,23 @@ Tenant-writable paths (home, tmp, upper) are hostile: every root-side open,
 chown, chmod, mount target and removal goes through a descriptor resolved one
 component at a time with O_NOFOLLOW, the equivalent of
 openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH).
+
+The launcher's mount step imports this module on every cold launch, so it
+imports only os, stat and errno at load time; shutil and tempfile, needed by
+removal and writes only, are imported where they are used.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from .errors import JailError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _components(rel: str | Path) -> list[str]:
@@ -58,12 +61,17 @@ def open_beneath(root_fd: int, rel: str | Path, directory: bool = True, what: st
         raise
 
 
-@contextmanager
-def opened(fd: int) -> Iterator[int]:
-    try:
-        yield fd
-    finally:
-        os.close(fd)
+class opened:  # lower case: used like a function, `with opened(fd) as fd:`
+    """Close fd when the block ends (a class: contextlib costs the mount step an import)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
 
 
 def ensure_dir(parent_fd: int, name: str, mode: int, uid: int, gid: int, check: bool = False, what: str = "") -> bool:
@@ -99,6 +107,8 @@ def remove_tree(parent_fd: int, name: str) -> bool:
     except FileNotFoundError:
         return False
     if stat.S_ISDIR(st.st_mode):
+        import shutil  # here, not at the top: see the module docstring
+
         shutil.rmtree(name, dir_fd=parent_fd)
     else:
         os.unlink(name, dir_fd=parent_fd)
@@ -118,6 +128,8 @@ def atomic_write(path: Path, data: str, mode: int = 0o644, uid: int = 0, gid: in
                 return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
+    import tempfile  # here, not at the top: see the module docstring
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:

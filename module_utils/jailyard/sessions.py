@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-from .config import Config
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def _starttime(pid: int) -> str | None:
@@ -28,9 +29,10 @@ def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
         return []
     live = []
     for entry in entries:
-        path = Path(sdir, entry)
+        path = f"{sdir}/{entry}"
         try:
-            pid_s, start = path.read_text().split()
+            with open(path) as fh:
+                pid_s, start = fh.read().split()
             alive = entry == pid_s and _starttime(int(pid_s)) == start
         except (OSError, ValueError):
             alive = False
@@ -38,7 +40,7 @@ def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
             live.append(int(pid_s))
         elif prune:
             try:
-                path.unlink()
+                os.unlink(path)
             except FileNotFoundError:
                 pass
     return sorted(live)
@@ -52,9 +54,13 @@ def record_session(cfg: Config, name: str, pid: int) -> None:
 
 
 def touch_lastuse(cfg: Config, name: str, at_ns: int | None = None) -> None:
-    path = cfg.lastuse_path(name)
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    path = f"{cfg.run_dir}/lastuse/{name}"
+    try:
+        fd = os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        fd = os.open(path, flags, 0o644)
     try:
         if at_ns is None:
             os.utime(fd)

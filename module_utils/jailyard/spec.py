@@ -9,17 +9,16 @@ from typing import Any
 
 from .config import Config
 from .errors import JailError
+from .plan import LIMIT_KEYS, NAME_PATTERN, is_valid_name
 
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 LAYOUTS = ("bind", "overlay")
-LIMIT_KEYS = ("cpu", "mem", "procs", "fsize", "nofile", "wall")
 SPEC_VERSION = 1
 
 
 def check_name(name: object) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise JailError(f"invalid jail name {name!r}: expected a name matching {NAME_RE.pattern}")
+    if not is_valid_name(name):
+        raise JailError(f"invalid jail name {name!r}: expected a name matching {NAME_PATTERN}")
     return name
 
 
@@ -88,7 +87,7 @@ class TenantSpec:
             raise JailError(f"gid {self.gid} of {self.name} is outside the tenant range {cfg.uid_min}-{cfg.uid_max}")
         if self.layout not in LAYOUTS:
             raise JailError(f"invalid layout {self.layout!r} for {self.name}: expected one of {', '.join(LAYOUTS)}")
-        if not isinstance(self.hostname, str) or not HOSTNAME_RE.match(self.hostname):
+        if not isinstance(self.hostname, str) or not HOSTNAME_RE.fullmatch(self.hostname):
             raise JailError(f"invalid hostname {self.hostname!r} for {self.name}: expected a DNS label")
         if not isinstance(self.image, str) or not re.match(r"^(current|[0-9a-f]{8,64})$", self.image):
             raise JailError(f"invalid image {self.image!r} for {self.name}: expected 'current' or an image id")

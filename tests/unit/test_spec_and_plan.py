@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import pytest
 
-from jailyard.config import Config, parse_config
+from jailyard.conffile import DEFAULTS, read_values
+from jailyard.config import Config, load_config, parse_config
 from jailyard.errors import JailError
-from jailyard.plan import parse_plan, plan_mounts
+from jailyard.plan import NAME_PATTERN, MountEntry, is_valid_name, parse_plan, plan_mounts
 from jailyard.spec import TenantSpec, check_name
 
 CFG = Config()
@@ -19,7 +22,7 @@ def test_valid_names_pass(name: str) -> None:
     assert check_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "../x", "Alice", "a" * 33, "1abc", "a b", "a/b", "-x", "é", None, 7])
+@pytest.mark.parametrize("name", ["", "../x", "Alice", "a" * 33, "1abc", "a b", "a/b", "-x", "é", "alice\n", "alice\x00", None, 7])
 def test_bad_names_are_refused_naming_the_value(name: object) -> None:
     with pytest.raises(JailError, match="invalid jail name") as err:
         check_name(name)
@@ -115,3 +118,30 @@ def test_config_roundtrip_and_unknown_key() -> None:
         parse_config("jails_dir = relative\n")
     with pytest.raises(JailError, match="uid_min 5 is above uid_max 4"):
         parse_config("uid_min = 5\nuid_max = 4\n")
+
+
+def test_hand_written_name_check_agrees_with_the_pattern() -> None:
+    # The mount step and the C launcher check names by hand; this holds them to the pattern.
+    pattern = re.compile(NAME_PATTERN.rstrip("$") + r"\Z")
+    alphabet = "a_z0-A.\n/ é"
+    samples = ["".join(p) for n in range(4) for p in itertools.product(alphabet, repeat=n)]
+    samples += ["a" * 32, "a" * 33, "_" + "9" * 31, "z" * 31 + "-"]
+    for name in samples:
+        assert is_valid_name(name) == bool(pattern.match(name)), repr(name)
+
+
+def test_records_compare_by_value_and_are_immutable() -> None:
+    entry = MountEntry("/", "bind", "/img", ("ro",))
+    assert entry == MountEntry(target="/", fstype="bind", source="/img", options=("ro",))
+    assert entry != MountEntry("/", "bind", "/other", ("ro",))
+    with pytest.raises(AttributeError):
+        entry.source = "/etc"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="missing fields options"):
+        MountEntry("/", "bind", "/img")
+
+
+def test_mount_step_settings_and_config_share_defaults(tmp_path) -> None:
+    assert read_values(str(tmp_path / "missing.conf")) == DEFAULTS
+    cfg = load_config(tmp_path / "missing.conf")
+    for key, value in DEFAULTS.items():
+        assert str(getattr(cfg, key)) == str(value), key
