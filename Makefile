@@ -74,8 +74,15 @@ pytest: venv-dev ## Run pytest over tests/ (as root for the integration tests)
 MOLECULE_SCENARIO ?= default
 # Names the scenario's container after this checkout, so checkouts do not collide.
 export JAILYARD_MOLECULE_ID := $(shell printf %s '$(CURDIR)' | md5sum | cut -c1-8)
+# Molecule's destroy step prints pages after a failed verify; the failing tests and
+# their first error lines are repeated last, so the end of a CI log names them.
 molecule: venv-dev ## Run the molecule scenario (podman node from a local debootstrap image)
-	$(BIN)/molecule test -s $(MOLECULE_SCENARIO)
+	@mkdir -p build
+	@rc=0; $(BIN)/molecule test -s $(MOLECULE_SCENARIO) 2>&1 | tee build/molecule.log || rc=$$?; \
+	if [ $$rc != 0 ]; then \
+		echo "=== molecule failed; what it reported:"; \
+		sed 's/\x1b\[[0-9;]*m//g' build/molecule.log | grep -E ' FAILED|^.{0,12}(E  |fatal:|ERROR)|AssertionError' | tail -60; \
+	fi; exit $$rc
 
 bench: venv-dev ## Run the benchmarks (bench/run; QUICK=1 for a smoke run)
 	@if [ -x bench/run ]; then bench/run $(if $(QUICK),--quick); \
