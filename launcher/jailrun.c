@@ -30,6 +30,7 @@
  */
 #define _GNU_SOURCE
 #include "parse.h"
+#include "seccomp_filter.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,6 +85,11 @@ enum {
 #define JAIL_PATH "/usr/local/bin:/usr/bin:/bin"
 #define HELPER_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 #define NEWROOT "/r"    /* mount point for the jail inside the template namespace */
+#define DEVTMPL "/dev"  /* the prepared read-only /dev inside the template namespace */
+/* The template's pin; the version changes whenever the template's content does,
+ * and a launcher finding an older pin detaches it and builds its own. */
+#define TEMPLATE_PIN "mntns-v2"
+#define TEMPLATE_PIN_OLD "mntns"
 
 /* ---- who we are and what to say when we stop ---------------------------------- */
 
@@ -475,8 +481,11 @@ static void remove_session(void)
 }
 
 /* The template mount namespace: one read-only tmpfs holding the empty
- * directory NEWROOT, pinned by an nsfs bind mount on <run_dir>/mntns. Each
+ * directory NEWROOT and the /dev template, pinned by an nsfs bind mount on
+ * <run_dir>/TEMPLATE_PIN. Each
  * session unshares a copy of it (one mount) instead of the host's table. */
+static int build_dev_template(void);
+
 static int create_template_ns(void)
 {
     int go[2], done[2];
@@ -500,7 +509,7 @@ static int create_template_ns(void)
         ok = mount("jailyard-template", cfg.run_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                    "mode=0755,size=16k,nr_inodes=16") == 0 &&
              chdir(cfg.run_dir) == 0 && mkdir(NEWROOT + 1, 0755) == 0 && sys_pivot_root(".", ".") == 0 &&
-             umount2(".", MNT_DETACH) == 0 && chdir("/") == 0 &&
+             umount2(".", MNT_DETACH) == 0 && chdir("/") == 0 && build_dev_template() == 0 &&
              mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
         if (!ok)
             fprintf(stderr, "jailrun: cannot build the template namespace: %s\n", strerror(errno));
@@ -511,9 +520,9 @@ static int create_template_ns(void)
     char c = 'n';
     if (read(go[0], &c, 1) != 1 || c != 'y')
         die(EXIT_INTERNAL, "cannot build the template mount namespace");
-    join(path, sizeof path, cfg.run_dir, "mntns");
+    join(path, sizeof path, cfg.run_dir, TEMPLATE_PIN);
     snprintf(nspath, sizeof nspath, "/proc/%d/ns/mnt", (int)pid);
-    int fd = openat(run_fd, "mntns", O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int fd = openat(run_fd, TEMPLATE_PIN, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         die_with_error(EXIT_INTERNAL, "cannot create %s", path);
     close(fd);
@@ -532,21 +541,26 @@ static int create_template_ns(void)
 
 static int open_template_ns(void)
 {
-    int fd = openat(run_fd, "mntns", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int fd = openat(run_fd, TEMPLATE_PIN, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd >= 0 && ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNS)
         return fd;
     if (fd >= 0)
         close(fd);
     int lock = lock_file(".mntns.lock", LOCK_EX);
-    fd = openat(run_fd, "mntns", O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd = openat(run_fd, TEMPLATE_PIN, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0 || ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNS) {
         if (fd >= 0)
             close(fd);
         fd = create_template_ns();
+        /* An older launcher's pin: its sessions keep their own copies; nothing uses it again. */
+        char old[JR_PATH_MAX];
+        join(old, sizeof old, cfg.run_dir, TEMPLATE_PIN_OLD);
+        if (umount2(old, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+            unlinkat(run_fd, TEMPLATE_PIN_OLD, 0);
     }
     close(lock);
     if (fd < 0 || ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNS)
-        die(EXIT_INTERNAL, "%s/mntns is not a mount namespace", cfg.run_dir);
+        die(EXIT_INTERNAL, "%s/%s is not a mount namespace", cfg.run_dir, TEMPLATE_PIN);
     return fd;
 }
 
@@ -600,16 +614,16 @@ static void cg_add_leaf(const char *dir)
     cg.procs_fd[cg.n_procs++] = fd;
 }
 
-static int v2_has(const char *root, const char *ctrl)
+/* Which of ctrls[0..n) the unified hierarchy at root offers (one read of its cgroup.controllers). */
+static void v2_controllers(const char *root, const char *const *ctrls, int n, int *in_v2)
 {
     char path[JR_PATH_MAX], buf[512];
     join(path, sizeof path, root, "cgroup.controllers");
     if (read_small(path, buf, sizeof buf) < 0)
-        return 0;
+        return;
     for (char *tok = buf, *save = NULL; (tok = strtok_r(tok, " \n", &save)); tok = NULL)
-        if (strcmp(tok, ctrl) == 0)
-            return 1;
-    return 0;
+        for (int i = 0; i < n; i++)
+            in_v2[i] |= strcmp(tok, ctrls[i]) == 0;
 }
 
 static void setup_cgroups(int want_session, int session_mem, int session_procs)
@@ -623,8 +637,8 @@ static void setup_cgroups(int want_session, int session_mem, int session_procs)
         strcpy(v2root, "/sys/fs/cgroup");
     else if (access("/sys/fs/cgroup/unified/cgroup.controllers", F_OK) == 0)
         strcpy(v2root, "/sys/fs/cgroup/unified");
-    for (int i = 0; i < 3; i++)
-        in_v2[i] = v2root[0] && v2_has(v2root, ctrls[i]);
+    if (v2root[0])
+        v2_controllers(v2root, ctrls, 3, in_v2);
 
     /* cgroup v1: one hierarchy per controller. */
     for (int i = 0; i < 3; i++) {
@@ -767,7 +781,11 @@ static void attach(int mfd, int dirfd, const char *rel, const char *what)
     close(mfd);
 }
 
-static void build_dev(int rootfd)
+/* The read-only part of every jail's /dev, made once in the template namespace
+ * (in its private mount namespace, as root): a tmpfs with the device nodes, the
+ * /proc/self/fd links and the pts and shm mount points. Sessions move their copy
+ * of it into the jail and add their own devpts and /dev/shm. */
+static int build_dev_template(void)
 {
     static const struct {
         const char *name;
@@ -777,24 +795,37 @@ static void build_dev(int rootfd)
         const char *target, *name;
     } links[] = {{"/proc/self/fd", "fd"},     {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
                  {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"}};
-    static const char *const dev_opts[] = {"mode", "0755", "size", "64k", "nr_inodes", "64", NULL};
+    if (mkdir(DEVTMPL, 0755) < 0 ||
+        mount("jailyard-dev", DEVTMPL, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64") < 0)
+        return -1;
+    int dfd = open(DEVTMPL, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    umask(0);
+    int ok = 1;
+    for (size_t i = 0; ok && i < sizeof nodes / sizeof nodes[0]; i++)
+        ok = mknodat(dfd, nodes[i].name, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) == 0;
+    for (size_t i = 0; ok && i < sizeof links / sizeof links[0]; i++)
+        ok = symlinkat(links[i].target, dfd, links[i].name) == 0;
+    ok = ok && mkdirat(dfd, "pts", 0755) == 0 && mkdirat(dfd, "shm", 0755) == 0;
+    umask(022);
+    close(dfd);
+    if (!ok)
+        return -1;
+    return mount(NULL, DEVTMPL, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL);
+}
+
+/* The session's /dev: its copy of the template's, a private devpts instance and
+ * a per-session tmpfs /dev/shm. */
+static void build_dev(int rootfd)
+{
     static const char *const pts_opts[] = {"ptmxmode", "0666", "mode", "0620", NULL};
     char shm_size[32];
 
-    int mfd = fs_mount("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
-    umask(0);
-    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++)
-        if (mknodat(mfd, nodes[i].name, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0)
-            die_with_error(EXIT_INTERNAL, "mknod /dev/%s", nodes[i].name);
-    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
-        if (symlinkat(links[i].target, mfd, links[i].name) < 0)
-            die_with_error(EXIT_INTERNAL, "symlink /dev/%s", links[i].name);
-    if (mkdirat(mfd, "pts", 0755) < 0 || mkdirat(mfd, "shm", 0755) < 0)
-        die_with_error(EXIT_INTERNAL, "mkdir in /dev");
-    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
-    if (mount_setattr(mfd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
-        die_with_error(EXIT_INTERNAL, "cannot make /dev read-only");
-    attach(mfd, rootfd, "dev", "/dev");
+    int tmpl = open(DEVTMPL, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (tmpl < 0)
+        die_with_error(EXIT_INTERNAL, "the template namespace has no %s", DEVTMPL);
+    attach(tmpl, rootfd, "dev", "/dev");
 
     int devfd = open_beneath(rootfd, "dev", O_PATH | O_DIRECTORY);
     if (devfd < 0)
@@ -931,40 +962,10 @@ static void drop_privileges(int exec_follows)
         die_with_error(EXIT_INTERNAL, "dumpable");
 }
 
-/* Deny what no tenant needs and the kernel would otherwise allow an
- * unprivileged user: new namespaces (a user namespace is the way to mount
- * and to reach much more kernel surface), setns, clone3 (its flags cannot be
- * inspected; ENOSYS makes libc fall back to clone), TIOCSTI/TIOCLINUX
- * (terminal injection; the new session already blocks it), foreign ABIs. */
 static void install_seccomp(void)
 {
-    const unsigned ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
-                              CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWTIME;
-    struct sock_filter filter[] = {
-        /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-        /* 2 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-        /* 3 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        /* 4 */ BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000 /* x32 */, 0, 1),
-        /* 5 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-        /* 6 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
-        /* 7 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
-        /* 8 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setns, 0, 1),
-        /* 9 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        /* 10 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
-        /* 11 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
-        /* 12 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
-        /* 13 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
-        /* 14 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        /* 15 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        /* 16 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 1, 0),
-        /* 17 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 3),
-        /* 18 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
-        /* 19 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, ns_flags, 0, 1),
-        /* 20 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-        /* 21 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    struct sock_fprog prog = {.len = sizeof jr_seccomp_filter / sizeof jr_seccomp_filter[0],
+                              .filter = (struct sock_filter *)jr_seccomp_filter};
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
         die_with_error(EXIT_INTERNAL, "cannot install the seccomp filter");
 }
@@ -1235,8 +1236,9 @@ int main(int argc, char **argv)
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
     if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
         die_with_error(EXIT_INTERNAL, "cannot set nosuid,nodev on the jail's tree");
+    /* Last use is stamped when the session ends (and by the mount step): expiry
+     * never takes a jail with a live session, so a stamp here would add nothing. */
     write_session();
-    touch_lastuse();
     close(lock);
 
     int ipc_fd = -1;

@@ -1,6 +1,7 @@
 /* loop N PROGRAM [ARGS...]: run PROGRAM N times (posix_spawn + wait) and print
  * each launch's wall time in microseconds, one per line. Exits non-zero if
- * any run did not exit 0. */
+ * any run did not exit 0. LOOP_GAP_MS=M sleeps M ms before each launch (not
+ * timed), to measure launches on an otherwise idle host. */
 #define _GNU_SOURCE
 #include <spawn.h>
 #include <stdio.h>
@@ -15,8 +16,14 @@ int main(int argc, char **argv)
     if (argc < 3)
         return 2;
     int n = atoi(argv[1]), bad = 0;
+    const char *gap_env = getenv("LOOP_GAP_MS");
+    long gap_ms = gap_env ? atol(gap_env) : 0;
     for (int i = 0; i < n; i++) {
         struct timespec a, b;
+        if (gap_ms > 0) {
+            struct timespec gap = {gap_ms / 1000, (gap_ms % 1000) * 1000000L};
+            nanosleep(&gap, NULL);
+        }
         pid_t pid;
         int st;
         clock_gettime(CLOCK_MONOTONIC, &a);
