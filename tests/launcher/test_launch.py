@@ -33,6 +33,17 @@ def test_inside_the_jail(node) -> None:
     assert lines[10].split() == sorted("fd full null ptmx pts random shm stderr stdin stdout tty urandom zero".split())
 
 
+def test_dev_is_read_only_and_pts_and_shm_are_per_session(node) -> None:
+    # /dev is every session's copy of one prepared tmpfs in the template namespace:
+    # nobody may write it; devpts and /dev/shm are each session's own.
+    first = node.run("alice", "--", "/bin/sh", "-c", "touch /dev/x || echo refused; echo s > /dev/shm/s && cat /dev/shm/s")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["refused", "s"]
+    second = node.run("alice", "--", "/bin/sh", "-c", "ls -A /dev/shm; ls /dev/pts; test ! -e /dev/x && echo clean")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["ptmx", "clean"]
+
+
 def test_proc_is_read_only_and_mounts_are_nosuid(node) -> None:
     r = node.run("alice", "--", "/bin/cat", "/proc/self/mountinfo")
     for line in r.stdout.splitlines():

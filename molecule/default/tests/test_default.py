@@ -51,6 +51,19 @@ def test_overlay_jail_runs_a_command_as_its_tenant(host):
     assert run.stdout.strip() == "10002"
 
 
+def test_launcher_mounts_an_unmounted_jail_on_demand(host):
+    # What a launch after expiry does: the launcher runs the Python mount step.
+    run = host.run(f"jailctl unmount demo && {JAILRUN} demo -- cat /etc/debian_version && jailctl --json status demo")
+    assert run.rc == 0, ran(run)
+    assert run.stdout.startswith("12.")
+    assert json.loads(run.stdout.split("\n", 1)[1])["mounted"] is True
+
+
+def test_rcu_grace_periods_are_expedited(host):
+    # jail_launcher_rcu_expedited: a launch on an idle host must not wait ~20 ms in its cgroup join.
+    assert host.file("/sys/kernel/rcu_expedited").content_string.strip() == "1"
+
+
 def test_image_is_read_only_from_a_jail(host):
     run = host.run(f"{JAILRUN} demo -- sh -c 'echo x > /usr/tenant-was-here'")
     assert run.rc != 0
