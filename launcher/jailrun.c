@@ -39,6 +39,7 @@
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/landlock.h>
 #include <linux/nsfs.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
@@ -962,6 +963,30 @@ static void drop_privileges(int exec_follows)
         die_with_error(EXIT_INTERNAL, "dumpable");
 }
 
+/* Landlock scopes (ABI 6, Linux 6.12), newer than Debian 12's headers. */
+struct jr_landlock_ruleset_attr {
+    uint64_t handled_access_fs, handled_access_net, scoped;
+};
+#define JR_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+
+/* Abstract unix sockets live in the network namespace, not in the filesystem:
+ * with --net the jail shares the host's, and its programs could connect to any
+ * host daemon listening on one (X11, D-Bus, systemd and container runtimes use
+ * them). A Landlock scope confines connections to sockets made inside the
+ * session. Kernels without Landlock ABI 6 skip this: the session's own network
+ * namespace is then the only barrier, and --net lifts it (docs/contracts.md). */
+static void scope_abstract_sockets(void)
+{
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    if (abi < 6)
+        return;
+    struct jr_landlock_ruleset_attr attr = {.scoped = JR_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET};
+    int fd = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (fd < 0 || syscall(SYS_landlock_restrict_self, fd, 0) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot confine abstract unix sockets (landlock)");
+    close(fd);
+}
+
 static void install_seccomp(void)
 {
     struct sock_fprog prog = {.len = sizeof jr_seccomp_filter / sizeof jr_seccomp_filter[0],
@@ -1010,6 +1035,7 @@ static void run_program(void)
     }
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         die_with_error(EXIT_INTERNAL, "close_range");
+    scope_abstract_sockets();
     install_seccomp();
     execvp(args.argv[0], args.argv);
     die_with_error(errno == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "cannot run %s", args.argv[0]);

@@ -5,13 +5,16 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +31,16 @@ int main(int argc, char **argv)
         return 2;
     const char *cmd = argv[1], *arg = argc > 2 ? argv[2] : "";
     char buf[4096];
+    if (!strcmp(cmd, "abstract")) {    /* connect to the abstract unix socket @arg */
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        size_t len = strlen(arg);
+        if (len == 0 || len >= sizeof sa.sun_path - 1)
+            return 2;
+        memcpy(sa.sun_path + 1, arg, len);
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        return result(s >= 0 && connect(s, (struct sockaddr *)&sa, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + len)) == 0,
+                      "connect to an abstract unix socket");
+    }
     if (!strcmp(cmd, "read")) {
         int fd = open(arg, O_RDONLY);
         return result(fd >= 0 && read(fd, buf, sizeof buf) >= 0, arg);

@@ -33,7 +33,8 @@ from jailtest import make_busybox_rootfs  # noqa: E402
 HERE = Path(__file__).resolve().parent
 IMAGE_ID = "0123456789abcdef"
 CGROUP_NAME = f"jailyard-test-{os.getpid()}"  # per session: concurrent sessions never remove each other's
-TENANTS = {"alice": 47101, "bob": 47102, "carol": 47103}
+TENANTS = {"alice": 47101, "bob": 47102, "carol": 47103, "dave": 47104}
+NET_TENANTS = {"dave"}  # their spec allows --net
 
 if os.geteuid() != 0:
     pytest.skip("the launcher tests need root", allow_module_level=True)
@@ -139,7 +140,7 @@ def node():
         os.chown(jailrun, 0, 0)
         jailrun.chmod(0o4755)
         for name, uid in TENANTS.items():
-            converge(cfg, {"name": name, "uid": uid, "state": "present"})
+            converge(cfg, {"name": name, "uid": uid, "state": "present", "net": name in NET_TENANTS})
         yield Node(base, cfg, str(jailrun), str(attack), str(evil))
     finally:
         _unmount_all(base)

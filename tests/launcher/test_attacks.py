@@ -12,6 +12,7 @@ import os
 import pty
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -117,6 +118,18 @@ def test_user_namespace_then_mount_is_refused(node) -> None:
     assert_stopped(attack(node, "userns", "/tmp"))
     r = node.run("alice", "--", "/bin/unshare", "-Urm", "/bin/true")
     assert r.returncode != 0
+
+
+def test_host_abstract_unix_socket_is_unreachable_even_with_net(node) -> None:
+    # Abstract sockets belong to the network namespace: --net shares the host's.
+    name = f"jailyard-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(f"\0{name}")
+        server.listen(4)
+        control = subprocess.run([node.attack, "abstract", name], capture_output=True, text=True)
+        assert control.returncode == 0, control.stdout  # the attack works outside a jail
+        assert_stopped(attack(node, "abstract", name, tenant="dave", opts=("--net",)))
+        assert_stopped(attack(node, "abstract", name, tenant="dave"))  # its own network namespace
 
 
 def test_host_process_cannot_be_killed_or_traced(node) -> None:
