@@ -487,10 +487,15 @@ static void remove_session(void)
  * session unshares a copy of it (one mount) instead of the host's table. */
 static int build_dev_template(void);
 
-static int create_template_ns(void)
+/* One try at the template on CPU `cpu`: a child unshares a copy of our mount
+ * namespace, we pin it with an nsfs bind mount, then the child turns it into
+ * the template (pinned while it still looks like ours: binding it after the
+ * pivot was refused too). Returns 0, or -1 with errno EINVAL when the kernel
+ * refused the pin as a namespace loop (see create_template_ns). */
+static int try_template_ns(int cpu, const char *path)
 {
     int go[2], done[2];
-    char path[JR_PATH_MAX], nspath[64];
+    char nspath[64];
     if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0)
         die_with_error(EXIT_INTERNAL, "pipe");
     pid_t pid = fork();
@@ -501,9 +506,11 @@ static int create_template_ns(void)
         /* Our copy of the write end would keep the read below from ever seeing EOF. */
         close(done[1]);
         close(go[0]);
-        /* Pinned (by the parent) while it still looks like the host's: on 6.18 binding the nsfs
-         * of a namespace whose root was already pivoted fails with EINVAL in some namespaces. */
-        int ok = unshare(CLONE_NEWNS) == 0 && mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        int ok = sched_setaffinity(0, sizeof one, &one) == 0 && unshare(CLONE_NEWNS) == 0 &&
+                 mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
         c = ok ? 'y' : 'n';
         if (write(go[1], &c, 1) != 1 || read(done[0], &c, 1) != 1 || c != 'p')
             _exit(1);
@@ -521,23 +528,49 @@ static int create_template_ns(void)
     char c = 'n';
     if (read(go[0], &c, 1) != 1 || c != 'y')
         die(EXIT_INTERNAL, "cannot build the template mount namespace");
-    join(path, sizeof path, cfg.run_dir, TEMPLATE_PIN);
     snprintf(nspath, sizeof nspath, "/proc/%d/ns/mnt", (int)pid);
-    int fd = openat(run_fd, TEMPLATE_PIN, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        die_with_error(EXIT_INTERNAL, "cannot create %s", path);
-    close(fd);
-    if (mount(nspath, path, NULL, MS_BIND, NULL) < 0)
-        die_with_error(EXIT_INTERNAL, "cannot pin the template namespace on %s", path);
-    c = 'p';
+    int pinned = mount(nspath, path, NULL, MS_BIND, NULL) == 0;
+    int saved = errno;
+    c = pinned ? 'p' : 'x';
     int st = -1;
-    if (write(done[1], &c, 1) != 1 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        umount2(path, MNT_DETACH);  /* never leave a half-built template for the next launch */
+    if (write(done[1], &c, 1) != 1 || waitpid(pid, &st, 0) != pid || (pinned && (!WIFEXITED(st) || WEXITSTATUS(st) != 0))) {
+        if (pinned)
+            umount2(path, MNT_DETACH);  /* never leave a half-built template for the next launch */
         die(EXIT_INTERNAL, "cannot build the template mount namespace");
     }
     close(done[1]);
     close(go[0]);
-    return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (pinned)
+        return 0;
+    if (saved != EINVAL)
+        die_with_error(EXIT_INTERNAL, "cannot pin the template namespace on %s", path);
+    errno = EINVAL;
+    return -1;
+}
+
+/* The kernel refuses to bind a mount namespace's nsfs file unless the
+ * namespace is newer than the caller's, and since Linux 6.18 judges "newer" by
+ * namespace ids that each CPU hands out from its own batch: a namespace made on
+ * one CPU can get a lower id than an older one made on another. Measured here:
+ * from a freshly made namespace (a container, a service with PrivateTmp, the
+ * benchmark's) about half of the pins were refused with EINVAL. The CPU that
+ * made the caller's namespace always hands out higher ids, so one try on each
+ * CPU we may run on finds one. */
+static int create_template_ns(void)
+{
+    char path[JR_PATH_MAX];
+    join(path, sizeof path, cfg.run_dir, TEMPLATE_PIN);
+    int fd = openat(run_fd, TEMPLATE_PIN, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot create %s", path);
+    close(fd);
+    cpu_set_t allowed;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) < 0)
+        die_with_error(EXIT_INTERNAL, "sched_getaffinity");
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &allowed) && try_template_ns(cpu, path) == 0)
+            return open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    die(EXIT_INTERNAL, "cannot pin the template namespace on %s: the kernel refused it on every CPU", path);
 }
 
 static int open_template_ns(void)

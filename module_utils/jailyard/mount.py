@@ -30,21 +30,17 @@ def _attrs(options: tuple[str, ...]) -> int:
     return attrs
 
 
-def open_trusted(path: str | Path, trusted: str | Path, directory: bool = True, real: dict[str, str] | None = None) -> int:
+def open_trusted(path: str | Path, trusted: str | Path, directory: bool = True) -> int:
     """Open path, which must lie under the root-controlled directory `trusted`.
 
     The trusted prefix may contain symlinks set up by the admin (e.g. /var/lib
-    on another disk); everything below it is resolved without following any.
-    `real` caches the resolved prefixes across the calls of one operation.
+    on another disk), which the open of the prefix follows; everything below it
+    is resolved without following any.
     """
     path, top = os.fspath(path), os.fspath(trusted).rstrip("/")
     if path != top and not path.startswith(top + "/"):
         raise JailError(f"refusing {path}: it is not below {top}")
-    if real is None:
-        real = {}
-    if top not in real:
-        real[top] = os.path.realpath(top)
-    base = os.open(real[top], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    base = os.open(top or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     with opened(base):
         return open_beneath(base, path[len(top) :], directory=directory, what=path)
 
@@ -75,15 +71,14 @@ def mount_jail(cfg: Config, plan: MountPlan) -> list[str]:
             for leftover in reversed(mounts_under(read_mountinfo(), root)):
                 kernel.umount(leftover.target, detach=True)
         state = [(m, False) for m, _ in state]
-    real: dict[str, str] = {}
-    with opened(open_trusted(cfg.jails_dir, cfg.jails_dir, real=real)) as jails_fd:
+    with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
         _ensure_root_dir(jails_fd, plan.name)
     done: list[str] = []
     try:
         for entry, present in state:
             if present:
                 continue
-            _mount_entry(cfg, plan, entry, real)
+            _mount_entry(cfg, plan, entry)
             done.append(entry.target)
     except BaseException:
         # All or nothing: never leave a jail half-mounted by this call.
@@ -103,26 +98,26 @@ def _ensure_root_dir(jails_fd: int, name: str) -> None:
         raise JailError(f"jail root {name!r} is not a directory")
 
 
-def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, real: dict[str, str]) -> None:
+def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry) -> None:
     attrs = _attrs(entry.options)
     tenant_dir = f"{cfg.tenants_dir}/{plan.name}"
     if entry.target == "/":
-        target_fd = open_trusted(plan.root, cfg.jails_dir, real=real)
+        target_fd = open_trusted(plan.root, cfg.jails_dir)
     else:
         # Below the jail root everything may be tenant-controlled (overlay upper).
         is_dir = entry.fstype == "overlay" or not entry.source.startswith(f"{tenant_dir}/etc/")
-        with opened(open_trusted(plan.root, cfg.jails_dir, real=real)) as root_fd:
+        with opened(open_trusted(plan.root, cfg.jails_dir)) as root_fd:
             target_fd = open_beneath(root_fd, entry.target, directory=is_dir, what=f"{plan.name}:{entry.target}")
     with opened(target_fd):
         if entry.fstype == "bind":
             trusted = cfg.images_dir if entry.target == "/" else cfg.tenants_dir
             is_dir = not entry.source.startswith(f"{tenant_dir}/etc/")
-            with opened(open_trusted(entry.source, trusted, directory=is_dir, real=real)) as src_fd:
+            with opened(open_trusted(entry.source, trusted, directory=is_dir)) as src_fd:
                 mfd = kernel.open_tree_clone(src_fd)
         elif entry.fstype == "overlay":
             lower, upper, work = entry.source.split(":")
             for path, trusted in ((lower, cfg.images_dir), (upper, cfg.tenants_dir), (work, cfg.tenants_dir)):
-                os.close(open_trusted(path, trusted, real=real))
+                os.close(open_trusted(path, trusted))
             mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
         else:
             raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")

@@ -113,6 +113,17 @@ def test_mount_on_demand_after_unmount(node) -> None:
     assert home in mount_targets()
 
 
+def test_template_namespace_is_made_from_a_fresh_mount_namespace(node) -> None:
+    # A caller in a mount namespace of its own (a container, a service with PrivateTmp)
+    # makes the template there. Linux 6.18 hands out namespace ids per CPU, and a pin
+    # refused as a "loop" failed about half of these launches before jailrun tried
+    # each CPU; each run below starts from a new namespace with no template.
+    script = f"umount {node.cfg.run_dir}/mntns-v2 2>/dev/null; exec {node.jailrun} alice -- /bin/true"
+    for _ in range(8):
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+
 def mount_targets() -> set[str]:
     with open("/proc/self/mountinfo") as fh:
         return {line.split()[4] for line in fh}
