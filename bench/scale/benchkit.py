@@ -309,11 +309,16 @@ def make_image_store(base: Path, rootfs_from: Path | None = None) -> Path:
 
 
 def make_config(base: Path, images: Path) -> Any:
-    """A jailyard config with every path under base (never the node's /var/lib/jailyard)."""
+    """A jailyard config with every path under base (never the node's /var/lib/jailyard), jails on a tmpfs."""
     from jailyard.config import Config
 
     for d in ("tenants", "jails", "run"):
         (base / d).mkdir(parents=True, exist_ok=True)
+    # The jails directory on a tmpfs of its own, as the jail_launcher role sets up a node
+    # (jail_launcher_jails_tmpfs): jail mounts are then not children of the filesystem that
+    # holds the image and the homes. Callers run in a private mount namespace.
+    if not os.path.ismount(base / "jails"):
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=64m", "jailyard-bench-jails", str(base / "jails")], check=True)
     values = {
         "images_dir": images,
         "tenants_dir": base / "tenants",
