@@ -282,6 +282,9 @@ static size_t read_trusted(int dirfd, const char *name, char *buf, size_t size, 
 /* Make dir/name a directory (root 0755) if missing; returns an O_PATH fd to it. */
 static int ensure_dir(int dirfd, const char *name)
 {
+    int fd = openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;  /* the common case: made by an earlier launch */
     if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
         return -1;
     return openat(dirfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -429,6 +432,10 @@ static int lock_file(const char *lockname, int op)
 
 static void touch_lastuse(void)
 {
+    char rel[JR_NAME_MAX + 16];
+    snprintf(rel, sizeof rel, "lastuse/%s", args.name);
+    if (utimensat(run_fd, rel, NULL, AT_SYMLINK_NOFOLLOW) == 0)
+        return;     /* the common case: one call (a symlink planted there gets its own time set, nothing else) */
     int dir = open_run_subdir("lastuse");
     int fd = openat(dir, args.name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
     if (fd < 0 || futimens(fd, NULL) < 0)
@@ -455,17 +462,20 @@ static void own_starttime(char *out, size_t outlen)
         die(EXIT_INTERNAL, "cannot parse /proc/self/stat");
 }
 
+/* Read at the very start: the same read after the jail's tree is cloned costs
+ * 10x as much (measured: 120 us against 12), a tenth of a warm launch. */
+static char session_start[32];
+
 static void write_session(void)
 {
-    char start[32], content[80];
+    char content[80];
     int sessions = open_run_subdir("sessions");
     session_dir_fd = ensure_dir(sessions, args.name);
     close(sessions);
     if (session_dir_fd < 0)
         die_with_error(EXIT_INTERNAL, "cannot create %s/sessions/%s", cfg.run_dir, args.name);
-    own_starttime(start, sizeof start);
     snprintf(session_name, sizeof session_name, "%d", (int)getpid());
-    int n = snprintf(content, sizeof content, "%d %s\n", (int)getpid(), start);
+    int n = snprintf(content, sizeof content, "%d %s\n", (int)getpid(), session_start);
     int fd = openat(session_dir_fd, session_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         die_with_error(EXIT_INTERNAL, "cannot write the session record");
@@ -684,9 +694,11 @@ static void setup_cgroups(int want_session, int session_mem, int session_procs)
         if (access(group, F_OK) != 0)
             continue;  /* controller not mounted: rlimits only */
         join(group, sizeof group, base, cfg.cgroup_name);
-        cg_mkdir(group);
         join(tenant, sizeof tenant, group, args.name);
-        cg_mkdir(tenant);
+        if (access(tenant, F_OK) != 0) {    /* made by an earlier launch, as a rule */
+            cg_mkdir(group);
+            cg_mkdir(tenant);
+        }
         const char *leaf = tenant;
         if (i == 0) {
             cg.has_memory = 1;
@@ -1209,6 +1221,7 @@ int main(int argc, char **argv)
     cmdline_start = argv[0];
     cmdline_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
     sanitize_fds();
+    own_starttime(session_start, sizeof session_start);
     openlog("jailrun", LOG_PID, LOG_AUTHPRIV);
     umask(022);
     if (clearenv() != 0)
