@@ -1019,7 +1019,7 @@ struct jr_landlock_ruleset_attr {
  * host daemon listening on one (X11, D-Bus, systemd and container runtimes use
  * them). A Landlock scope confines connections to sockets made inside the
  * session. Kernels without Landlock ABI 6 skip this: the session's own network
- * namespace is then the only barrier, and --net lifts it (docs/contracts.md). */
+ * namespace is then the only barrier, and --net lifts it (README, "Security model"). */
 static void scope_abstract_sockets(void)
 {
     long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);

@@ -80,10 +80,3 @@ def read_values(path: str) -> dict:
     except OSError as exc:
         raise JailError(f"cannot read config {path}: {exc.strerror}") from exc
     return {**DEFAULTS, **parse_values(text, path)}
-
-
-class Settings:
-    """The config's values as attributes (paths as strings): the mount step's view of it."""
-
-    def __init__(self, values: dict) -> None:
-        self.__dict__.update(values)

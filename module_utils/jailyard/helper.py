@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import sys
 import syslog
+from types import SimpleNamespace
 
-from .conffile import Settings, read_values
+from .conffile import read_values
 from .errors import JailError
 from .lock import tenant_lock
 from .mount import mount_jail, mount_state
@@ -43,7 +44,7 @@ def main(argv: list[str]) -> int:
     try:
         if not is_valid_name(name):
             raise JailError(f"invalid jail name {name!r}: expected a name matching {NAME_PATTERN}")
-        cfg = Settings(read_values(config))
+        cfg = SimpleNamespace(**read_values(config))  # the config's values as attributes, paths as strings
         if lock_held:
             actions = mount_step(cfg, config, name)
         else:
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def mount_step(cfg: Settings, config: str, name: str) -> list[str]:
+def mount_step(cfg: SimpleNamespace, config: str, name: str) -> list[str]:
     """Mount the jail per its plan (the caller holds the tenant lock); the actions taken."""
     path = f"{cfg.tenants_dir}/{name}/plan"
     try:
@@ -78,7 +79,7 @@ def mount_step(cfg: Settings, config: str, name: str) -> list[str]:
             current = None
         if current != plan.image:
             return _full_mount_step(config, name)
-    done = mount_jail(cfg, plan)
+    done = mount_jail(cfg, plan, state)
     touch_lastuse(cfg, name)
     return [f"mount {name}: {' '.join(done)}"]
 

@@ -54,13 +54,15 @@ def is_mounted(plan: MountPlan) -> bool:
     return all(present for _, present in mount_state(plan))
 
 
-def mount_jail(cfg: Config, plan: MountPlan) -> list[str]:
+def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]] | None = None) -> list[str]:
     """Mount every missing entry of the plan, in order; returns the targets mounted.
 
-    The caller holds the tenant lock. A jail whose root is not mounted but has
-    leftovers below it (stale pieces) is cleared first, so nothing stacks.
+    The caller holds the tenant lock (and may pass the mount_state it just read).
+    A jail whose root is not mounted but has leftovers below it (stale pieces)
+    is cleared first, so nothing stacks.
     """
-    state = mount_state(plan)
+    if state is None:
+        state = mount_state(plan)
     if all(present for _, present in state):
         return []
     root = plan.root
