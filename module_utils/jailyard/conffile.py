@@ -80,3 +80,11 @@ def read_values(path: str) -> dict:
     except OSError as exc:
         raise JailError(f"cannot read config {path}: {exc.strerror}") from exc
     return {**DEFAULTS, **parse_values(text, path)}
+
+
+class ConfValues:
+    """The settings of the config file at path as attributes, paths as strings: what
+    the mount step needs of a `config.Config` without that module's imports."""
+
+    def __init__(self, path: str) -> None:
+        self.__dict__.update(read_values(path))

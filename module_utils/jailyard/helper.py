@@ -3,20 +3,20 @@
 Every cold launch starts a fresh interpreter for this, so its start-up is part
 of the launch latency. The common case (the jail has a plan and the image it
 names is still current) imports only the light modules (conffile, plan, mount,
-kernel, safefs, lock, sessions: no dataclasses, pathlib, re or json) and
-mounts straight from the plan file. Anything else (no plan yet, a new current
+kernel, safefs, lock, sessions: no os, ctypes, types, dataclasses, pathlib, re
+or json; tests/integration/test_kernel.py holds that list) and mounts straight
+from the plan file. Anything else (no plan yet, a new current
 image to switch to) goes through lifecycle.mount_tenant, the same code the
 `jail` module and jailctl use.
 """
 
 from __future__ import annotations
 
-import os
+import posix
 import sys
 import syslog
-from types import SimpleNamespace
 
-from .conffile import read_values
+from .conffile import ConfValues
 from .errors import JailError
 from .lock import tenant_lock
 from .mount import mount_jail, mount_state
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     try:
         if not is_valid_name(name):
             raise JailError(f"invalid jail name {name!r}: expected a name matching {NAME_PATTERN}")
-        cfg = SimpleNamespace(**read_values(config))  # the config's values as attributes, paths as strings
+        cfg = ConfValues(config)
         if lock_held:
             actions = mount_step(cfg, config, name)
         else:
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def mount_step(cfg: SimpleNamespace, config: str, name: str) -> list[str]:
+def mount_step(cfg: ConfValues, config: str, name: str) -> list[str]:
     """Mount the jail per its plan (the caller holds the tenant lock); the actions taken."""
     path = f"{cfg.tenants_dir}/{name}/plan"
     try:
@@ -74,7 +74,7 @@ def mount_step(cfg: SimpleNamespace, config: str, name: str) -> list[str]:
         # A fresh mount takes the current image if the jail follows it: only the
         # full step reads the spec to know whether it does.
         try:
-            current = os.readlink(f"{cfg.images_dir}/current")
+            current = posix.readlink(f"{cfg.images_dir}/current")
         except OSError:
             current = None
         if current != plan.image:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import fcntl
-import os
+import posix
 
 from .errors import JailError
+from .safefs import open_making_parents
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,12 +27,8 @@ class tenant_lock:  # lower case: used like a function, `with tenant_lock(cfg, n
         self.fd = -1
 
     def __enter__(self) -> bool:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            self.fd = os.open(self.path, flags, 0o600)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-            self.fd = os.open(self.path, flags, 0o600)
+        flags = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
+        self.fd = open_making_parents(self.path, flags, 0o600)
         try:
             fcntl.flock(self.fd, self.op)
         except BlockingIOError:
@@ -43,5 +40,5 @@ class tenant_lock:  # lower case: used like a function, `with tenant_lock(cfg, n
 
     def __exit__(self, *exc: object) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import posix
 import stat
 
 from . import kernel
@@ -37,10 +37,10 @@ def open_trusted(path: str | Path, trusted: str | Path, directory: bool = True) 
     on another disk), which the open of the prefix follows; everything below it
     is resolved without following any.
     """
-    path, top = os.fspath(path), os.fspath(trusted).rstrip("/")
+    path, top = posix.fspath(path), posix.fspath(trusted).rstrip("/")
     if path != top and not path.startswith(top + "/"):
         raise JailError(f"refusing {path}: it is not below {top}")
-    base = os.open(top or "/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    base = posix.open(top or "/", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     with opened(base):
         return open_beneath(base, path[len(top) :], directory=directory, what=path)
 
@@ -92,9 +92,9 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
 
 def _ensure_root_dir(jails_fd: int, name: str) -> None:
     try:
-        st = os.stat(name, dir_fd=jails_fd, follow_symlinks=False)
+        st = posix.stat(name, dir_fd=jails_fd, follow_symlinks=False)
     except FileNotFoundError:
-        os.mkdir(name, 0o755, dir_fd=jails_fd)
+        posix.mkdir(name, 0o755, dir_fd=jails_fd)
         return
     if not stat.S_ISDIR(st.st_mode):
         raise JailError(f"jail root {name!r} is not a directory")
@@ -119,7 +119,7 @@ def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry) -> None:
         elif entry.fstype == "overlay":
             lower, upper, work = entry.source.split(":")
             for path, trusted in ((lower, cfg.images_dir), (upper, cfg.tenants_dir), (work, cfg.tenants_dir)):
-                os.close(open_trusted(path, trusted))
+                posix.close(open_trusted(path, trusted))
             mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
         else:
             raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")

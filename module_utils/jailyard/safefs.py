@@ -6,14 +6,15 @@ component at a time with O_NOFOLLOW, the equivalent of
 openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH).
 
 The launcher's mount step imports this module on every cold launch, so it
-imports only os, stat and errno at load time; shutil and tempfile, needed by
-removal and writes only, are imported where they are used.
+imports only posix (os's C core, loaded with the interpreter: `import os` alone
+costs that step 1 ms), stat and errno at load time; shutil and tempfile, needed
+by removal and writes only, are imported where they are used.
 """
 
 from __future__ import annotations
 
 import errno
-import os
+import posix
 import stat
 
 from .errors import JailError
@@ -33,32 +34,58 @@ def _components(rel: str | Path) -> list[str]:
 def open_beneath(root_fd: int, rel: str | Path, directory: bool = True, what: str | None = None) -> int:
     """An O_PATH fd for root_fd/rel, refusing any symlink on the way (and at the end)."""
     parts = _components(rel)
-    fd = os.dup(root_fd)
+    fd = posix.dup(root_fd)
     try:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags = posix.O_PATH | posix.O_NOFOLLOW | posix.O_CLOEXEC
             if not last or directory:
-                flags |= os.O_DIRECTORY
+                flags |= posix.O_DIRECTORY
             try:
-                nfd = os.open(part, flags, dir_fd=fd)
+                nfd = posix.open(part, flags, dir_fd=fd)
             except OSError as exc:
                 shown = what or str(rel)
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                    st = posix.stat(part, dir_fd=fd, follow_symlinks=False)
                     if stat.S_ISLNK(st.st_mode):
                         raise JailError(f"refusing to follow symlink at {shown} (component {part!r})") from exc
                     raise JailError(f"{shown}: component {part!r} is not a directory") from exc
                 raise JailError(f"cannot open {shown}: {exc.strerror}") from exc
-            if last and not directory and stat.S_ISLNK(os.fstat(nfd).st_mode):
-                os.close(nfd)
+            if last and not directory and stat.S_ISLNK(posix.fstat(nfd).st_mode):
+                posix.close(nfd)
                 raise JailError(f"refusing to follow symlink at {what or rel}")
-            os.close(fd)
+            posix.close(fd)
             fd = nfd
         return fd
     except BaseException:
-        os.close(fd)
+        posix.close(fd)
         raise
+
+
+def open_making_parents(path: str, flags: int, mode: int) -> int:
+    """posix.open(path, flags, mode), first making missing parent directories (0755) on ENOENT.
+
+    For root's own records under run_dir (locks, last use), which a reboot empties.
+    """
+    try:
+        return posix.open(path, flags, mode)
+    except FileNotFoundError:
+        _make_dirs(path.rpartition("/")[0])
+        return posix.open(path, flags, mode)
+
+
+def _make_dirs(path: str) -> None:
+    # os.makedirs(path, 0o755, exist_ok=True) without importing os.
+    try:
+        posix.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        _make_dirs(path.rpartition("/")[0])
+        try:
+            posix.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
 
 
 class opened:  # lower case: used like a function, `with opened(fd) as fd:`
@@ -71,19 +98,19 @@ class opened:  # lower case: used like a function, `with opened(fd) as fd:`
         return self.fd
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)
 
 
 def ensure_dir(parent_fd: int, name: str, mode: int, uid: int, gid: int, check: bool = False, what: str = "") -> bool:
     """Make parent/name a real directory with this owner and mode; True if anything changed."""
     changed = False
     try:
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        st = posix.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
         if check:
             return True
-        os.mkdir(name, mode & 0o777, dir_fd=parent_fd)
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        posix.mkdir(name, mode & 0o777, dir_fd=parent_fd)
+        st = posix.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         changed = True
     if not stat.S_ISDIR(st.st_mode):
         raise JailError(f"refusing {what or name}: expected a directory, found {_kind(st.st_mode)}")
@@ -91,19 +118,19 @@ def ensure_dir(parent_fd: int, name: str, mode: int, uid: int, gid: int, check: 
         return changed
     if check:
         return True
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=parent_fd)
+    fd = posix.open(name, posix.O_RDONLY | posix.O_NOFOLLOW | posix.O_DIRECTORY | posix.O_CLOEXEC, dir_fd=parent_fd)
     try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
+        posix.fchown(fd, uid, gid)
+        posix.fchmod(fd, mode)
     finally:
-        os.close(fd)
+        posix.close(fd)
     return True
 
 
 def remove_tree(parent_fd: int, name: str) -> bool:
     """Remove parent/name without ever following a symlink (a symlink is unlinked itself)."""
     try:
-        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        st = posix.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
     if stat.S_ISDIR(st.st_mode):
@@ -111,7 +138,7 @@ def remove_tree(parent_fd: int, name: str) -> bool:
 
         shutil.rmtree(name, dir_fd=parent_fd)
     else:
-        os.unlink(name, dir_fd=parent_fd)
+        posix.unlink(name, dir_fd=parent_fd)
     return True
 
 
@@ -132,17 +159,17 @@ def atomic_write(path: Path, data: str, mode: int = 0o644, uid: int = 0, gid: in
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
+        with open(fd, "w") as fh:
             fh.write(data)
             fh.flush()
-            os.fchown(fh.fileno(), uid, gid)
-            os.fchmod(fh.fileno(), mode)
+            posix.fchown(fh.fileno(), uid, gid)
+            posix.fchmod(fh.fileno(), mode)
             if durable:
-                os.fsync(fh.fileno())
-        os.rename(tmp, path)
+                posix.fsync(fh.fileno())
+        posix.rename(tmp, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except FileNotFoundError:
             pass
         raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import posix
+
+from .safefs import open_making_parents
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
     """Pids of the tenant's live sessions; records whose process is gone are ended (and pruned)."""
     sdir = f"{cfg.run_dir}/sessions/{name}"
     try:
-        entries = os.listdir(sdir)
+        entries = posix.listdir(sdir)
     except FileNotFoundError:
         return []
     live = []
@@ -40,7 +42,7 @@ def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
             live.append(int(pid_s))
         elif prune:
             try:
-                os.unlink(path)
+                posix.unlink(path)
             except FileNotFoundError:
                 pass
     return sorted(live)
@@ -54,25 +56,21 @@ def record_session(cfg: Config, name: str, pid: int) -> None:
 
 
 def touch_lastuse(cfg: Config, name: str, at_ns: int | None = None) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = posix.O_WRONLY | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
     path = f"{cfg.run_dir}/lastuse/{name}"
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        fd = os.open(path, flags, 0o644)
+    fd = open_making_parents(path, flags, 0o644)
     try:
         if at_ns is None:
-            os.utime(fd)
+            posix.utime(fd)
         else:
-            os.utime(fd, ns=(at_ns, at_ns))
+            posix.utime(fd, ns=(at_ns, at_ns))
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def last_use_ns(cfg: Config, name: str) -> int:
     """Time of the last launch or mount in ns (exact, unlike a float); 0 if never recorded."""
     try:
-        return os.stat(f"{cfg.run_dir}/lastuse/{name}").st_mtime_ns
+        return posix.stat(f"{cfg.run_dir}/lastuse/{name}").st_mtime_ns
     except FileNotFoundError:
         return 0

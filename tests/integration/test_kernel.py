@@ -1,0 +1,103 @@
+"""jailyard.kernel against the real kernel: each binding, its errors, and what the mount step imports."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from jailtest import REPO
+from jailyard import kernel
+from jailyard.errors import JailError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def dir_fd(path: Path) -> int:
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None) -> None:
+    src, target = tmp_path / "src", tmp_path / "target"
+    src.mkdir()
+    target.mkdir()
+    (src / "file").write_text("from src\n")
+    assert not kernel.is_mount_root(str(target))
+    fd, tfd = dir_fd(src), dir_fd(target)
+    try:
+        mfd = kernel.open_tree_clone(fd)
+        kernel.set_mount_attrs(mfd, kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOEXEC)
+        kernel.move_mount_to_fd(mfd, tfd, "target")
+        os.close(mfd)
+    finally:
+        os.close(fd)
+        os.close(tfd)
+    assert kernel.is_mount_root(str(target))
+    assert (target / "file").read_text() == "from src\n"
+    with pytest.raises(OSError) as exc:
+        (target / "new").write_text("x")
+    assert exc.value.errno == errno.EROFS
+    flags = os.statvfs(target).f_flag
+    assert flags & os.ST_RDONLY and flags & os.ST_NOEXEC
+    sfd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        kernel.syncfs(sfd)  # a real filesystem: no error
+    finally:
+        os.close(sfd)
+    kernel.umount(str(target))
+    assert not kernel.is_mount_root(str(target))
+    with pytest.raises(JailError, match=rf"^umount {target}: Invalid argument$"):
+        kernel.umount(str(target))
+
+
+def test_overlay_writes_go_to_the_upper_layer(tmp_path: Path, mount_guard: None) -> None:
+    lower, upper, work, target = (tmp_path / d for d in ("lower", "upper", "work", "target"))
+    for d in (lower, upper, work, target):
+        d.mkdir()
+    (lower / "base").write_text("lower\n")
+    mfd = kernel.overlay_mount_fd(str(lower), str(upper), str(work), kernel.MOUNT_ATTR_NOSUID)
+    tfd = dir_fd(target)
+    try:
+        kernel.move_mount_to_fd(mfd, tfd, "target")
+    finally:
+        os.close(mfd)
+        os.close(tfd)
+    (target / "base").write_text("changed\n")
+    assert (lower / "base").read_text() == "lower\n"
+    assert (upper / "base").read_text() == "changed\n"
+    assert kernel.is_mount_root(str(target))
+    kernel.umount(str(target), detach=True)
+    assert not kernel.is_mount_root(str(target))
+
+
+def test_errors_name_the_call_and_the_errno(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_PATH)
+    os.close(fd)  # a descriptor that is no longer open
+    with pytest.raises(JailError, match=r"^open_tree <fd>: Bad file descriptor$"):
+        kernel.open_tree_clone(fd)
+    with pytest.raises(JailError, match=r"^move_mount onto x: Bad file descriptor$"):
+        kernel.move_mount_to_fd(fd, fd, "x")
+    with pytest.raises(JailError, match=r"^overlay option lowerdir=.*/missing: No such file or directory$"):
+        kernel.overlay_mount_fd(str(tmp_path / "missing"), str(tmp_path), str(tmp_path), 0)
+    # Nothing there, or a file in the way: not mounted, no error.
+    assert not kernel.is_mount_root(str(tmp_path / "missing"))
+    (tmp_path / "file").write_text("")
+    assert not kernel.is_mount_root(str(tmp_path / "file" / "below"))
+    assert kernel.is_mount_root("/proc") and kernel.is_mount_root("/")
+    with pytest.raises(JailError, match=r"^statx .*: File name too long$"):
+        kernel.is_mount_root("/" + "x" * 5000)
+
+
+def test_the_mount_step_imports_only_light_modules() -> None:
+    # Every cold launch pays for each import here (see jailyard/helper.py): the
+    # fast path must stay clear of these, which cost 0.3-2 ms each.
+    heavy = ["os", "ctypes", "types", "pathlib", "dataclasses", "re", "json", "typing", "contextlib", "shutil", "tempfile"]
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); import jailyard.helper; "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
