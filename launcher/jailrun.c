@@ -20,7 +20,10 @@
  * mounts on demand, clones the jail's mount tree, records the session and
  * waits; its child is PID 1 of the jail (a reaper that forwards signals and
  * reaps orphans), whose child execs the program. When the program ends, PID 1
- * exits and the kernel kills whatever is left in the session.
+ * exits and the kernel kills whatever is left in the session. On a cold launch
+ * the mount step (a fresh Python interpreter, most of the launch) runs while
+ * PID 1 is made and joins its cgroups and namespaces; the supervisor then
+ * clones the freshly mounted tree and hands it over a socketpair (SCM_RIGHTS).
  *
  * Entering is flat in the number of host mounts: the host mount namespace is
  * never copied. The jail tree is cloned with open_tree(OPEN_TREE_CLONE |
@@ -375,7 +378,8 @@ static int open_if_mounted(void)
     return rfd;
 }
 
-static void run_mount_helper(void)
+/* Start the mount step (the caller holds the tenant's lock exclusively); finish_mount_step waits for it. */
+static pid_t start_mount_step(void)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -393,6 +397,11 @@ static void run_mount_helper(void)
         fprintf(stderr, "jailrun: cannot run %s: %s\n", cfg.python, strerror(errno));
         _exit(EXIT_MOUNT);
     }
+    return pid;
+}
+
+static void finish_mount_step(pid_t pid)
+{
     int st;
     while (waitpid(pid, &st, 0) < 0)
         if (errno != EINTR)
@@ -400,6 +409,68 @@ static void run_mount_helper(void)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         die(EXIT_MOUNT, "the mount step for '%s' failed (%s %d)", args.name,
             WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+/* A detached copy of the jail's mount tree (the root fd is consumed). */
+static int clone_tree(int rootfd)
+{
+    int tree_fd = open_tree(rootfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+    if (tree_fd < 0)
+        die_with_error(EXIT_INTERNAL, "cannot clone the jail's mount tree");
+    close(rootfd);
+    /* Whatever the plan says, nothing in a jail honours setuid bits or device nodes. */
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+    if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot set nosuid,nodev on the jail's tree");
+    return tree_fd;
+}
+
+/* What PID 1 took from the plan when it was created before the mount step ended:
+ * the step may move the jail to a newer image, never to other ids or limits. */
+static int same_session(const struct jr_plan *a, const struct jr_plan *b)
+{
+    return a->uid == b->uid && a->gid == b->gid && a->net == b->net && strcmp(a->hostname, b->hostname) == 0 &&
+           strcmp(a->home, b->home) == 0 && memcmp(a->limits, b->limits, sizeof a->limits) == 0;
+}
+
+/* The jail's tree goes to a PID 1 created before it existed over a socketpair (SCM_RIGHTS). */
+union fd_cmsg {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+};
+
+static void send_fd(int sock, int fd)
+{
+    char byte = 0;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union fd_cmsg u;
+    memset(&u, 0, sizeof u);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 1)
+        die_with_error(EXIT_INTERNAL, "cannot hand the jail's tree to its PID 1");
+}
+
+static int receive_fd(int sock)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union fd_cmsg u;
+    memset(&u, 0, sizeof u);
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+    ssize_t n;
+    while ((n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+        die(EXIT_INTERNAL, "PID 1 did not receive the jail's tree");
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
 }
 
 /* ---- run_dir records: locks, sessions, last use, the template namespace ----------- */
@@ -790,8 +861,16 @@ static void remove_session_cgroups(void)
     cg.n_session = 0;
 }
 
+static pid_t waiting_init = -1;   /* PID 1, created during the mount step, before it has its tree */
+
 static void cleanup(void)
 {
+    if (waiting_init > 0) {
+        kill(waiting_init, SIGKILL);
+        while (waitpid(waiting_init, NULL, 0) < 0 && errno == EINTR)
+            ;
+        waiting_init = -1;
+    }
     remove_session();
     remove_session_cgroups();
 }
@@ -888,7 +967,7 @@ static void build_dev(int rootfd)
     close(devfd);
 }
 
-static void enter_jail_fs(int mntns_fd, int tree_fd, int ipc_fd)
+static void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd)
 {
     if (setns(mntns_fd, CLONE_NEWNS) < 0)
         die_with_error(EXIT_INTERNAL, "cannot enter the template mount namespace");
@@ -897,6 +976,10 @@ static void enter_jail_fs(int mntns_fd, int tree_fd, int ipc_fd)
         die_with_error(EXIT_INTERNAL, "cannot copy the template mount namespace");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         die_with_error(EXIT_INTERNAL, "cannot make / private");
+    if (tree_fd < 0) {
+        tree_fd = receive_fd(tree_sock);
+        close(tree_sock);
+    }
     if (move_mount(tree_fd, "", AT_FDCWD, NEWROOT, MOVE_MOUNT_F_EMPTY_PATH) < 0)
         die_with_error(EXIT_INTERNAL, "cannot attach the jail's tree");
     close(tree_fd);
@@ -1090,8 +1173,11 @@ static void noop_handler(int sig) { (void)sig; }
 
 /* PID 1 of the jail: set up, start the program, forward signals, reap, and
  * report the program's wait status on result_fd. Exiting ends the session. */
-static void jail_init(int mntns_fd, int tree_fd, int ipc_fd, int result_fd, int new_net) __attribute__((noreturn));
-static void jail_init(int mntns_fd, int tree_fd, int ipc_fd, int result_fd, int new_net)
+static void jail_init(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int result_fd, int new_net)
+    __attribute__((noreturn));
+/* tree_fd is -1 when PID 1 is created while the mount step runs: it then
+ * prepares everything that needs no tree and waits for it on tree_sock. */
+static void jail_init(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int result_fd, int new_net)
 {
     for (size_t i = 0; i < cg.n_procs; i++) {
         if (write(cg.procs_fd[i], "0", 1) != 1)
@@ -1102,11 +1188,11 @@ static void jail_init(int mntns_fd, int tree_fd, int ipc_fd, int result_fd, int 
         die_with_error(EXIT_INTERNAL, "cgroup namespace");
     if (setsid() < 0)
         die_with_error(EXIT_INTERNAL, "setsid");
-    enter_jail_fs(mntns_fd, tree_fd, ipc_fd);
     if (sethostname(plan.hostname, strlen(plan.hostname)) < 0)
         die_with_error(EXIT_INTERNAL, "sethostname");
     if (new_net)
         loopback_up();
+    enter_jail_fs(mntns_fd, tree_fd, tree_sock, ipc_fd);
 
     /* A PID 1 only receives signals it has a handler for. */
     struct sigaction sa;
@@ -1283,35 +1369,31 @@ int main(int argc, char **argv)
     setup_cgroups(args.meta || args.limits[LIM_MEM] != JR_UNSET || args.limits[LIM_PROCS] != JR_UNSET,
                   args.limits[LIM_MEM] != JR_UNSET, args.limits[LIM_PROCS] != JR_UNSET);
 
-    /* Mount on demand, clone the tree and record the session under the tenant's lock. */
+    /* Mount on demand, clone the tree and record the session under the tenant's lock.
+     * A mount step (mostly a Python interpreter starting) runs while PID 1 is
+     * created and prepares what needs no tree; the tree follows over a socket. */
     char lockname[JR_NAME_MAX + 8];
     snprintf(lockname, sizeof lockname, "%s.lock", args.name);
     int lock = lock_file(lockname, LOCK_SH);
     int rootfd = open_if_mounted();
+    pid_t step = -1;
     if (rootfd < 0) {
         if (flock(lock, LOCK_EX) < 0)
             die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
         rootfd = open_if_mounted();
-        if (rootfd < 0) {
-            run_mount_helper();
-            load_plan();    /* the mount step may have moved the jail to a newer image */
-            rootfd = open_if_mounted();
-            if (rootfd < 0)
-                die(EXIT_MOUNT, "jail '%s' is still not fully mounted after the mount step", args.name);
-        }
+        if (rootfd < 0)
+            step = start_mount_step();
     }
-    int tree_fd = open_tree(rootfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
-    if (tree_fd < 0)
-        die_with_error(EXIT_INTERNAL, "cannot clone the jail's mount tree");
-    close(rootfd);
-    /* Whatever the plan says, nothing in a jail honours setuid bits or device nodes. */
-    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
-    if (mount_setattr(tree_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
-        die_with_error(EXIT_INTERNAL, "cannot set nosuid,nodev on the jail's tree");
-    /* Last use is stamped when the session ends (and by the mount step): expiry
-     * never takes a jail with a live session, so a stamp here would add nothing. */
-    write_session();
-    close(lock);
+    int tree_fd = -1, tree_sock[2] = {-1, -1};
+    if (step < 0) {
+        tree_fd = clone_tree(rootfd);
+        /* Last use is stamped when the session ends (and by the mount step): expiry
+         * never takes a jail with a live session, so a stamp here would add nothing. */
+        write_session();
+        close(lock);
+    } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, tree_sock) < 0) {
+        die_with_error(EXIT_INTERNAL, "socketpair");
+    }
 
     int ipc_fd = -1;
     struct stat ipc_st;
@@ -1341,11 +1423,33 @@ int main(int argc, char **argv)
     if (init == 0) {
         close(status_pipe[0]);
         close(result_pipe[0]);
+        if (tree_sock[0] >= 0)
+            close(tree_sock[0]);
         status_fd = status_pipe[1];
-        jail_init(mntns_fd, tree_fd, ipc_fd, result_pipe[1], new_net);
+        jail_init(mntns_fd, tree_fd, tree_sock[1], ipc_fd, result_pipe[1], new_net);
     }
     close(status_pipe[1]);
     close(result_pipe[1]);
+    if (step > 0) {
+        waiting_init = init;    /* killed by cleanup() if anything below fails */
+        close(tree_sock[1]);
+        static struct jr_plan before;
+        before = plan;
+        finish_mount_step(step);
+        load_plan();    /* the mount step may have moved the jail to a newer image */
+        if (!same_session(&before, &plan))
+            die(EXIT_MOUNT, "tenant '%s' changed while it was being mounted; run again", args.name);
+        rootfd = open_if_mounted();
+        if (rootfd < 0)
+            die(EXIT_MOUNT, "jail '%s' is still not fully mounted after the mount step", args.name);
+        tree_fd = clone_tree(rootfd);
+        send_fd(tree_sock[0], tree_fd);
+        close(tree_sock[0]);
+        write_session();
+        close(lock);
+        waiting_init = -1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);   /* --timeout counts from here, not from before the mount */
+    }
     close(tree_fd);
     close(mntns_fd);
     if (ipc_fd >= 0)

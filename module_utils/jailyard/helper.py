@@ -18,7 +18,6 @@ import syslog
 
 from .conffile import ConfValues
 from .errors import JailError
-from .lock import tenant_lock
 from .mount import mount_jail, mount_state
 from .plan import NAME_PATTERN, is_valid_name, parse_plan
 from .sessions import touch_lastuse
@@ -48,6 +47,8 @@ def main(argv: list[str]) -> int:
         if lock_held:
             actions = mount_step(cfg, config, name)
         else:
+            from .lock import tenant_lock  # jailrun holds the lock already (--lock-held): not imported then
+
             with tenant_lock(cfg, name):
                 actions = mount_step(cfg, config, name)
     except JailError as exc:

@@ -7,18 +7,19 @@ import stat
 
 from . import kernel
 from .errors import JailError
-from .mountinfo import MountInfo, mounts_under, read_mountinfo
 from .plan import MountEntry, MountPlan, host_target
 from .safefs import open_beneath, opened
 
 # The launcher's mount step imports this module on every cold launch: paths are
-# plain strings here (pathlib alone costs a third of the step), and `cfg` is
-# anything with the Config's jails_dir, tenants_dir and images_dir.
+# plain strings here (pathlib alone costs a third of the step), `cfg` is anything
+# with the Config's jails_dir, tenants_dir and images_dir, and the mount table
+# reader (not needed to mount a clean jail) is imported where it is used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
     from .config import Config
+    from .mountinfo import MountInfo
 
 
 def _attrs(options: tuple[str, ...]) -> int:
@@ -70,6 +71,8 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
         if any(present for _, present in state):
             # Pieces left below a missing root (half expired, stale): clear them all first.
             # Only then is the mount table read, so mounting stays constant work per jail.
+            from .mountinfo import mounts_under, read_mountinfo
+
             for leftover in reversed(mounts_under(read_mountinfo(), root)):
                 kernel.umount(leftover.target, detach=True)
         state = [(m, False) for m, _ in state]
@@ -153,6 +156,8 @@ def unmount_jail(root: str | Path, mounts: list[MountInfo] | None = None, detach
     (the jail was remounted since), the table is read again once. Without
     `detach` a busy mount is an error.
     """
+    from .mountinfo import mounts_under, read_mountinfo
+
     done: list[str] = []
     for attempt in (1, 2):
         if mounts is None:

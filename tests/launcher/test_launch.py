@@ -12,7 +12,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_inside_the_jail(node) -> None:
+@pytest.mark.parametrize("launch", ["warm", "cold"])
+def test_inside_the_jail(node, launch: str) -> None:
+    # Cold: PID 1 is made while the mount step runs and gets the jail's tree
+    # afterwards over a socket; the jail it builds must be the same.
+    if launch == "cold":
+        from jailyard.lifecycle import converge
+
+        converge(node.cfg, {"name": "alice", "state": "unmounted"})
     r = node.run(
         "alice",
         "--",
@@ -111,6 +118,33 @@ def test_mount_on_demand_after_unmount(node) -> None:
     r = node.run("bob", "--", "/bin/cat", "/etc/passwd")
     assert r.returncode == 0 and "bob:x:47102" in r.stdout
     assert home in mount_targets()
+
+
+def test_a_failed_mount_step_leaves_no_session_behind(node) -> None:
+    # PID 1 is already waiting for the tree when the mount step fails: it must be
+    # gone when jailrun exits, with no session record and nothing mounted.
+    from jailyard.lifecycle import converge
+
+    converge(node.cfg, {"name": "erin", "uid": 47105, "state": "present"})
+    home = node.cfg.tenants_dir / "erin" / "home"
+    moved = home.with_name("home.saved")
+    home.rename(moved)
+    home.symlink_to("/etc")  # what a hostile tenant could leave: the mount step refuses it
+    try:
+        r = node.run("erin", "--", "/bin/true")
+        assert r.returncode == 124, r.stderr
+        assert "the mount step for 'erin' failed" in r.stderr
+        assert "refusing to follow symlink" in r.stderr
+        procs = [p for p in Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/erin/**/cgroup.procs") if p.read_text().strip()]
+        assert procs == [], [p.read_text() for p in procs]
+        assert not list((node.cfg.run_dir / "sessions" / "erin").glob("*"))
+        assert not [t for t in mount_targets() if t.startswith(f"{node.cfg.jails_dir}/erin")]
+    finally:
+        home.unlink()
+        moved.rename(home)
+    r = node.run("erin", "--", "/bin/true")  # repaired: the next launch mounts and runs
+    assert r.returncode == 0, r.stderr
+    converge(node.cfg, {"name": "erin", "state": "absent", "purge": True})
 
 
 def test_template_namespace_is_made_from_a_fresh_mount_namespace(node) -> None:
