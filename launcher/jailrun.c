@@ -1365,13 +1365,10 @@ int main(int argc, char **argv)
         if (run_fd < 0)
             die_with_error(EXIT_INTERNAL, "cannot open run_dir %s", cfg.run_dir);
     }
-    int mntns_fd = open_template_ns();
-    setup_cgroups(args.meta || args.limits[LIM_MEM] != JR_UNSET || args.limits[LIM_PROCS] != JR_UNSET,
-                  args.limits[LIM_MEM] != JR_UNSET, args.limits[LIM_PROCS] != JR_UNSET);
-
     /* Mount on demand, clone the tree and record the session under the tenant's lock.
-     * A mount step (mostly a Python interpreter starting) runs while PID 1 is
-     * created and prepares what needs no tree; the tree follows over a socket. */
+     * A mount step (mostly a Python interpreter starting) runs while the
+     * template namespace and cgroups are opened and PID 1 is created and
+     * prepares what needs no tree; the tree follows over a socket. */
     char lockname[JR_NAME_MAX + 8];
     snprintf(lockname, sizeof lockname, "%s.lock", args.name);
     int lock = lock_file(lockname, LOCK_SH);
@@ -1394,6 +1391,9 @@ int main(int argc, char **argv)
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, tree_sock) < 0) {
         die_with_error(EXIT_INTERNAL, "socketpair");
     }
+    int mntns_fd = open_template_ns();
+    setup_cgroups(args.meta || args.limits[LIM_MEM] != JR_UNSET || args.limits[LIM_PROCS] != JR_UNSET,
+                  args.limits[LIM_MEM] != JR_UNSET, args.limits[LIM_PROCS] != JR_UNSET);
 
     int ipc_fd = -1;
     struct stat ipc_st;
