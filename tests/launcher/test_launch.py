@@ -147,6 +147,33 @@ def test_a_failed_mount_step_leaves_no_session_behind(node) -> None:
     converge(node.cfg, {"name": "erin", "state": "absent", "purge": True})
 
 
+def test_cold_launch_moves_the_jail_to_a_new_current_image(node) -> None:
+    # The mount step's full path: a new current image, so a new plan; PID 1, made
+    # from the old plan while the step ran, enters the new image's tree.
+    import shutil
+
+    from jailyard.lifecycle import converge
+
+    images = node.cfg.images_dir
+    first = os.readlink(images / "current")
+    second = "fedcba9876543210"
+    shutil.copytree(images / first, images / second, symlinks=True)
+    (images / second / "rootfs" / "etc" / "image-marker").write_text("second image\n")
+    try:
+        converge(node.cfg, {"name": "frank", "uid": 47106, "state": "present"})
+        os.symlink(second, images / "current.new")
+        os.rename(images / "current.new", images / "current")
+        r = node.run("frank", "--", "/bin/sh", "-c", "cat /etc/image-marker; hostname; id -u")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:3] == ["second image", "frank", "47106"]
+        assert (node.cfg.tenants_dir / "frank" / "plan").read_text().count(second) >= 1
+    finally:
+        converge(node.cfg, {"name": "frank", "state": "absent", "purge": True})
+        os.symlink(first, images / "current.new")
+        os.rename(images / "current.new", images / "current")
+        shutil.rmtree(images / second)
+
+
 def test_template_namespace_is_made_from_a_fresh_mount_namespace(node) -> None:
     # A caller in a mount namespace of its own (a container, a service with PrivateTmp)
     # makes the template there. Linux 6.18 hands out namespace ids per CPU, and a pin
