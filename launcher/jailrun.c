@@ -439,7 +439,8 @@ union fd_cmsg {
     char buf[CMSG_SPACE(sizeof(int))];
 };
 
-static void send_fd(int sock, int fd)
+/* Returns -1 if PID 1 is no longer there to take it (its status byte then says why). */
+static int send_fd(int sock, int fd)
 {
     char byte = 0;
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
@@ -451,8 +452,7 @@ static void send_fd(int sock, int fd)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (sendmsg(sock, &msg, MSG_NOSIGNAL) != 1)
-        die_with_error(EXIT_INTERNAL, "cannot hand the jail's tree to its PID 1");
+    return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -1;
 }
 
 static int receive_fd(int sock)
@@ -1443,7 +1443,9 @@ int main(int argc, char **argv)
         if (rootfd < 0)
             die(EXIT_MOUNT, "jail '%s' is still not fully mounted after the mount step", args.name);
         tree_fd = clone_tree(rootfd);
-        send_fd(tree_sock[0], tree_fd);
+        /* If this fails PID 1 has stopped (or, closed out below, stops): its status byte,
+         * read below, carries its reason. */
+        (void)send_fd(tree_sock[0], tree_fd);
         close(tree_sock[0]);
         write_session();
         close(lock);
