@@ -3,11 +3,11 @@
 Every cold launch starts a fresh interpreter for this, so its start-up is part
 of the launch latency. The common case (the jail has a plan and the image it
 names is still current) imports only the light modules (conffile, plan, mount,
-kernel, safefs, lock, sessions: no os, ctypes, types, dataclasses, pathlib, re
-or json; tests/integration/test_kernel.py holds that list) and mounts straight
-from the plan file. Anything else (no plan yet, a new current
-image to switch to) goes through lifecycle.mount_tenant, the same code the
-`jail` module and jailctl use.
+kernel, safefs, sessions, and lock when the caller does not hold it: no os,
+ctypes, types, dataclasses, pathlib, re or json; tests/integration/test_kernel.py
+holds that list) and mounts straight from the plan file. Anything else (no plan
+yet, a new current image to switch to) goes through lifecycle.mount_tenant, the
+same code the `jail` module and jailctl use.
 """
 
 from __future__ import annotations

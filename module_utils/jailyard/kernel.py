@@ -8,9 +8,10 @@ The functions are bound through `_ctypes`, the C core that the `ctypes`
 package wraps, not through `ctypes` itself: the launcher's mount step imports
 this module on every cold launch, and `import ctypes` (os, struct and some
 sixty classes) costs that step 2 ms, more than all its mounts. The calls here
-need only what `_ctypes` itself offers: a function pointer type returning a C
-long (with errno saved), Python ints and bytes as arguments, and a char array
-for statx's result. tests/unit/test_kernel.py holds each call to the kernel.
+need only what `_ctypes` itself offers: function pointer types returning a C
+int or long (with errno saved), Python ints and bytes as arguments (the kernel
+only reads those), and a char array for statx's result.
+tests/integration/test_kernel.py holds each call to the kernel.
 """
 
 from __future__ import annotations
