@@ -24,6 +24,16 @@ def test_jailrun_is_setuid_root(host):
     assert jailrun.mode == 0o4755
 
 
+def test_the_installed_package_is_compiled(host):
+    # By the role's handler, before any cold launch (the tests below that launch come later):
+    # the first mount step after an install must not compile what it imports.
+    helper = "/usr/local/lib/jailyard/jailyard/helper.py"
+    run = host.run(f"/usr/bin/python3 -I -c 'import importlib.util as u; print(u.cache_from_source(\"{helper}\"))'")
+    pyc = host.file(run.stdout.strip())
+    assert pyc.exists and pyc.user == "root", run.stdout + run.stderr
+    assert pyc.mtime >= host.file(helper).mtime
+
+
 def test_jailrun_refuses_a_caller_that_is_not_allowed(host):
     run = host.run(f"setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups /usr/local/sbin/jailrun demo -- id")
     assert run.rc == 121, run.stdout + run.stderr  # contracts: 121 = caller not allowed
