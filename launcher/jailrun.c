@@ -20,7 +20,8 @@
  * mounts on demand, clones the jail's mount tree, records the session and
  * waits; its child is PID 1 of the jail (a reaper that forwards signals and
  * reaps orphans), whose child execs the program. When the program ends, PID 1
- * exits and the kernel kills whatever is left in the session. On a cold launch
+ * exits and the kernel kills whatever is left in the session; PID 1 has a
+ * parent-death signal, so the session never outlives the supervisor. On a cold launch
  * the mount step (a fresh Python interpreter, most of the launch) runs while
  * PID 1 is made and joins its cgroups and namespaces; the supervisor then
  * clones the freshly mounted tree and hands it over a socketpair (SCM_RIGHTS).
@@ -47,6 +48,7 @@
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1175,10 +1177,23 @@ static void noop_handler(int sig) { (void)sig; }
  * report the program's wait status on result_fd. Exiting ends the session. */
 static void jail_init(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int result_fd, int new_net)
     __attribute__((noreturn));
+/* The session lives only as long as its supervisor: if the supervisor is killed
+ * (say with SIGKILL by a caller's own timeout), PID 1 gets SIGKILL and the
+ * kernel kills the whole session, which then cannot outlive its session record
+ * or its --timeout. PR_SET_PDEATHSIG covers a supervisor that dies from now on;
+ * one that died before has closed the read end of `fd`, a pipe to it. */
+static void die_with_supervisor(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = 0};
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || (poll(&p, 1, 0) == 1 && (p.revents & POLLERR)))
+        _exit(EXIT_INTERNAL);   /* (prctl fails only for an invalid signal) */
+}
+
 /* tree_fd is -1 when PID 1 is created while the mount step runs: it then
  * prepares everything that needs no tree and waits for it on tree_sock. */
 static void jail_init(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int result_fd, int new_net)
 {
+    die_with_supervisor(result_fd);
     for (size_t i = 0; i < cg.n_procs; i++) {
         if (write(cg.procs_fd[i], "0", 1) != 1)
             die_with_error(EXIT_INTERNAL, "cannot join the tenant's cgroup");
@@ -1226,6 +1241,7 @@ static void jail_init(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int 
     prctl(PR_SET_NAME, "jailrun-init", 0, 0, 0);
     status_fd = -1;
     drop_privileges(0);
+    die_with_supervisor(result_fd);  /* a change of uid clears the parent-death signal */
 
     for (;;) {
         siginfo_t info;

@@ -16,6 +16,22 @@ from jailyard.config import Config  # noqa: E402
 TEST_IMAGE_ID = "0123456789abcdef"
 
 
+def remove_cgroups(name: str) -> None:
+    """Remove every cgroup a test run made under <ctrl>/<name> (v1 and v2), deepest first."""
+    for top in [*Path("/sys/fs/cgroup").glob(f"*/{name}"), Path("/sys/fs/cgroup") / name]:
+        if not top.is_dir():
+            continue
+        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            top.rmdir()
+        except OSError:
+            pass
+
+
 def make_busybox_rootfs(rootfs: Path) -> None:
     """A minimal Debian-like tree: busybox-static and its applets, enough to run `id`, `sh`, `cat`.
 

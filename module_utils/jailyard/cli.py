@@ -105,6 +105,7 @@ def cmd_expire(cfg: Config, args: argparse.Namespace) -> Any:
         return report.as_dict()
     lines = [f"unmounted {name}" for name in report.unmounted]
     lines += [f"error {name}: {err}" for name, err in report.errors.items()]
+    lines += [f"removed the cgroup of a killed session: {path}" for path in report.stale_cgroups]
     first = " (first pass: recording only)" if report.previous_pass is None else ""
     lines.append(
         f"expiry pass{first}: {report.mounted} mounted, {len(report.unmounted)} unmounted, "

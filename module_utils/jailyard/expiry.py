@@ -8,6 +8,7 @@ clone of the jail's tree, which MNT_EXPIRE cannot see. Nothing is ever deleted.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import syslog
 import time
@@ -31,6 +32,7 @@ class ExpiryReport:
     kept_in_use: list[str] = dataclasses.field(default_factory=list)
     kept_busy: list[str] = dataclasses.field(default_factory=list)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
+    stale_cgroups: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -85,11 +87,43 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
                 report.errors[name] = str(exc)
                 continue
             report.unmounted.append(name)
+    report.stale_cgroups = remove_stale_session_cgroups(cfg)
     os.rename(pending, stamp)
     report.seconds = time.monotonic() - clock
     if log:
         _log(report)
     return report
+
+
+def remove_stale_session_cgroups(cfg: Config, root: str = "/sys/fs/cgroup") -> list[str]:
+    """Remove the empty session cgroups (<ctrl>/<cgroup_name>/<tenant>/s<pid>) whose launcher is gone.
+
+    jailrun removes its session's cgroup when the session ends; one killed with
+    SIGKILL cannot (its session dies with it: PID 1 has a parent-death signal).
+    A cgroup whose pid is a running jailrun is its live session's, even while
+    still empty; rmdir refuses one that still holds processes. Returns the paths removed.
+    """
+    removed = []
+    for tenant_dir in sorted(glob.glob(f"{root}/*/{cfg.cgroup_name}/*/") + glob.glob(f"{root}/{cfg.cgroup_name}/*/")):
+        with os.scandir(tenant_dir) as entries:
+            sessions = [e for e in entries if e.name[:1] == "s" and e.name[1:].isdigit() and e.is_dir(follow_symlinks=False)]
+        for entry in sessions:
+            if _is_jailrun(int(entry.name[1:])):
+                continue
+            try:
+                os.rmdir(entry.path)
+            except OSError:  # processes still inside (EBUSY), or removed meanwhile
+                continue
+            removed.append(entry.path)
+    return removed
+
+
+def _is_jailrun(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip() == "jailrun"
+    except OSError:
+        return False
 
 
 def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
@@ -126,4 +160,6 @@ def _log(report: ExpiryReport) -> None:
         syslog.syslog(syslog.LOG_INFO, f"unmounted idle jail {name}")
     for name, err in report.errors.items():
         syslog.syslog(syslog.LOG_WARNING, f"could not unmount jail {name}: {err}")
+    for path in report.stale_cgroups:
+        syslog.syslog(syslog.LOG_INFO, f"removed the cgroup of a killed session: {path}")
     syslog.closelog()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jailtest import REPO, make_config
+from jailtest import REPO, make_config, remove_cgroups
 from jailyard.config import Config
 from jailyard.expiry import expire_pass
 from jailyard.kernel import umount
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None
 @pytest.fixture(scope="module")
 def jr(tmp_path_factory: pytest.TempPathFactory, image_store: Path):
     base = tmp_path_factory.mktemp("expiry-jailrun")
-    cfg = make_config(base, image_store)
+    cfg = make_config(base, image_store, cgroup_name=f"jailyard-test-expiry-{os.getpid()}")
     build = base / "build"
     subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={cfg.path}"], check=True)
     os.chmod(build / "jailrun", 0o4755)
@@ -33,6 +33,7 @@ def jr(tmp_path_factory: pytest.TempPathFactory, image_store: Path):
     finally:
         for m in reversed([m for m in read_mountinfo() if m.target.startswith(f"{base}/")]):
             umount(m.target, detach=True)
+        remove_cgroups(cfg.cgroup_name)
 
 
 def mounted(cfg: Config) -> set[str]:
@@ -108,3 +109,36 @@ while time.monotonic() < end:
     unmounted += len(report.unmounted)
 assert unmounted > 3, unmounted
 """
+
+
+def session_cgroups(cfg: Config, name: str, pid: int) -> list[Path]:
+    return sorted(Path("/sys/fs/cgroup").glob(f"*/{cfg.cgroup_name}/{name}/s{pid}"))
+
+
+def test_expiry_removes_the_cgroups_of_a_killed_session_only(jr: tuple[Config, str]) -> None:
+    cfg, jailrun = jr
+    converge(cfg, {"name": "grader", "uid": 10003})
+    # --procs gives each session a cgroup of its own, which jailrun removes when the session ends.
+    killed = subprocess.Popen([jailrun, "--procs", "20", "grader", "--", "sleep", "30"])
+    live = subprocess.Popen([jailrun, "--procs", "20", "grader", "--", "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (session_cgroups(cfg, "grader", killed.pid) and session_cgroups(cfg, "grader", live.pid)):
+            time.sleep(0.02)
+        stale = session_cgroups(cfg, "grader", killed.pid)
+        assert stale and session_cgroups(cfg, "grader", live.pid)
+        killed.kill()  # SIGKILL: no cleanup; the session dies with it (parent-death signal)
+        killed.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any((d / "cgroup.procs").read_text().strip() for d in stale):
+            time.sleep(0.02)
+        assert all(d.is_dir() for d in stale)  # left behind by the killed launcher
+        report = expire_pass(cfg, log=False)
+        assert sorted(report.stale_cgroups) == sorted(f"{d}" for d in stale)
+        assert not any(d.exists() for d in stale)
+        assert session_cgroups(cfg, "grader", live.pid), "the live session's cgroup was removed"
+        assert live.poll() is None
+    finally:
+        for p in (killed, live):
+            p.kill()
+            p.wait()

@@ -28,7 +28,7 @@ from jailyard.config import Config  # noqa: E402
 from jailyard.lifecycle import converge  # noqa: E402
 
 sys.path.insert(0, str(REPO / "tests"))
-from jailtest import make_busybox_rootfs  # noqa: E402
+from jailtest import make_busybox_rootfs, remove_cgroups  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 IMAGE_ID = "0123456789abcdef"
@@ -54,23 +54,6 @@ def _mounts_under(base: Path) -> list[str]:
 def _unmount_all(base: Path) -> None:
     for target in reversed(_mounts_under(base)):
         subprocess.run(["umount", "-l", target], check=False)
-
-
-def _remove_cgroups() -> None:
-    for ctrl in ("memory", "pids", "cpu"):
-        top = Path("/sys/fs/cgroup") / ctrl / CGROUP_NAME
-        if not top.is_dir():
-            continue
-        for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if d.is_dir():
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-        try:
-            top.rmdir()
-        except OSError:
-            pass
 
 
 def _make_rootfs(rootfs: Path, attack: Path) -> None:
@@ -144,7 +127,7 @@ def node():
         yield Node(base, cfg, str(jailrun), str(attack), str(evil))
     finally:
         _unmount_all(base)
-        _remove_cgroups()
+        remove_cgroups(CGROUP_NAME)
         if not _mounts_under(base):  # never delete through a mount that is still there
             shutil.rmtree(base, ignore_errors=True)
         # Only our own mounts are ours to judge: concurrent sessions on this host mount and unmount theirs

@@ -99,6 +99,27 @@ def test_session_record_and_last_use(node) -> None:
     assert time.time() - (run_dir / "lastuse" / "alice").stat().st_mtime < 10
 
 
+def test_killing_the_launcher_ends_the_session(node) -> None:
+    # A caller's own timeout may SIGKILL jailrun: the program must not run on
+    # unsupervised (past --timeout, with its session record gone).
+    procs = list(Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/carol/cgroup.procs"))
+    p = subprocess.Popen([node.jailrun, "carol", "--", "/bin/sleep", "60"])
+    try:
+        deadline = time.monotonic() + 10
+        procs = procs or list(Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/carol/cgroup.procs"))
+        while time.monotonic() < deadline and not (procs and len(procs[0].read_text().split()) == 2):
+            time.sleep(0.02)
+            procs = procs or list(Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/carol/cgroup.procs"))
+        assert procs and len(procs[0].read_text().split()) == 2, "PID 1 and sleep never showed up in carol's cgroup"
+    finally:
+        p.kill()
+        p.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(f.read_text().strip() for f in procs):
+        time.sleep(0.02)
+    assert [f.read_text().split() for f in procs] == [[] for _ in procs], "the session outlived its launcher"
+
+
 def test_meta_file(node, tmp_path: Path) -> None:
     meta = tmp_path / "m"
     r = node.run("--meta", str(meta), "alice", "--", "/bin/sh", "-c", "exit 3")
