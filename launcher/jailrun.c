@@ -380,8 +380,10 @@ static int open_if_mounted(void)
     return rfd;
 }
 
-/* Start the mount step (the caller holds the tenant's lock exclusively); finish_mount_step waits for it. */
-static pid_t start_mount_step(void)
+/* Start the mount step under the tenant's lock, held exclusively on `lock`;
+ * finish_mount_step waits for it. The step inherits the locked descriptor, so
+ * the lock lasts as long as the step runs even if this process dies first. */
+static pid_t start_mount_step(int lock)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -391,8 +393,8 @@ static pid_t start_mount_step(void)
                         (char *)args.name, NULL};
         char *envp[] = {HELPER_PATH, NULL};
         int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0 || setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 ||
-            setresuid(0, 0, 0) < 0)
+        if (null < 0 || dup2(null, 0) < 0 || dup2(2, 1) < 0 || fcntl(lock, F_SETFD, 0) < 0 || setgroups(0, NULL) < 0 ||
+            setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
             _exit(EXIT_MOUNT);
         umask(022);
         execve(cfg.python, argv, envp);
@@ -1395,7 +1397,7 @@ int main(int argc, char **argv)
             die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
         rootfd = open_if_mounted();
         if (rootfd < 0)
-            step = start_mount_step();
+            step = start_mount_step(lock);
     }
     int tree_fd = -1, tree_sock[2] = {-1, -1};
     if (step < 0) {

@@ -195,6 +195,59 @@ def test_cold_launch_moves_the_jail_to_a_new_current_image(node) -> None:
         shutil.rmtree(images / second)
 
 
+def test_the_mount_step_keeps_the_lock_when_the_launcher_is_killed(node, tmp_path: Path) -> None:
+    # The step holds the tenant's lock through the descriptor it inherits: a caller
+    # killing jailrun mid-step must not let expiry or the modules in while it mounts.
+    # A jailrun of its own, whose mount helper sleeps 1.5 s before the real step.
+    import dataclasses
+    import fcntl
+
+    from jailyard.lifecycle import converge
+
+    slow = tmp_path / "slow-mount"
+    slow.write_text(
+        "import runpy, sys, time\n"
+        "time.sleep(1.5)\n"
+        f"sys.argv[0] = {str(node.cfg.mount_helper)!r}\n"
+        f"runpy.run_path({str(node.cfg.mount_helper)!r}, run_name='__main__')\n"
+    )
+    conf = tmp_path / "jailyard.conf"
+    conf.write_text(dataclasses.replace(node.cfg, mount_helper=slow).render())
+    build = tmp_path / "build"
+    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={conf}"], check=True)
+    converge(node.cfg, {"name": "gina", "uid": 47107, "state": "present"})
+    lockfile = node.cfg.run_dir / "locks" / "gina.lock"
+
+    def lock_is_free() -> bool:
+        with open(lockfile, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            return True
+
+    try:
+        p = subprocess.Popen([str(build / "jailrun"), "gina", "--", "/bin/true"])
+        time.sleep(0.7)  # jailrun waits in the step's sleep, holding the lock
+        assert not lock_is_free()
+        p.kill()
+        p.wait()
+        # PID 1, which holds a copy of the locked descriptor too, dies with the launcher.
+        procs = list(Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/gina/cgroup.procs"))
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline and any(f.read_text().strip() for f in procs):
+            time.sleep(0.01)
+        assert procs and [f.read_text().split() for f in procs] == [[] for _ in procs]
+        assert not lock_is_free(), "the lock went with the launcher while its mount step ran on"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not lock_is_free():
+            time.sleep(0.05)
+        assert lock_is_free()  # released when the step ends
+    finally:
+        converge(node.cfg, {"name": "gina", "state": "absent", "purge": True})
+
+
 def test_template_namespace_is_made_from_a_fresh_mount_namespace(node) -> None:
     # A caller in a mount namespace of its own (a container, a service with PrivateTmp)
     # makes the template there. Linux 6.18 hands out namespace ids per CPU, and a pin
