@@ -195,26 +195,28 @@ def test_cold_launch_moves_the_jail_to_a_new_current_image(node) -> None:
         shutil.rmtree(images / second)
 
 
+def jailrun_with_mount_helper(node, tmp_path: Path, before: str) -> str:
+    """A jailrun of its own whose mount helper runs the Python code `before`, then the real step."""
+    import dataclasses
+
+    helper = tmp_path / "mount-helper"
+    real = str(node.cfg.mount_helper)
+    helper.write_text(f"import runpy, sys, time\n{before}\nsys.argv[0] = {real!r}\nrunpy.run_path({real!r}, run_name='__main__')\n")
+    conf = tmp_path / "jailyard.conf"
+    conf.write_text(dataclasses.replace(node.cfg, mount_helper=helper).render())
+    build = tmp_path / "build"
+    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={conf}"], check=True)
+    return str(build / "jailrun")
+
+
 def test_the_mount_step_keeps_the_lock_when_the_launcher_is_killed(node, tmp_path: Path) -> None:
     # The step holds the tenant's lock through the descriptor it inherits: a caller
     # killing jailrun mid-step must not let expiry or the modules in while it mounts.
-    # A jailrun of its own, whose mount helper sleeps 1.5 s before the real step.
-    import dataclasses
     import fcntl
 
     from jailyard.lifecycle import converge
 
-    slow = tmp_path / "slow-mount"
-    slow.write_text(
-        "import runpy, sys, time\n"
-        "time.sleep(1.5)\n"
-        f"sys.argv[0] = {str(node.cfg.mount_helper)!r}\n"
-        f"runpy.run_path({str(node.cfg.mount_helper)!r}, run_name='__main__')\n"
-    )
-    conf = tmp_path / "jailyard.conf"
-    conf.write_text(dataclasses.replace(node.cfg, mount_helper=slow).render())
-    build = tmp_path / "build"
-    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={conf}"], check=True)
+    jailrun = jailrun_with_mount_helper(node, tmp_path, "time.sleep(1.5)")
     converge(node.cfg, {"name": "gina", "uid": 47107, "state": "present"})
     lockfile = node.cfg.run_dir / "locks" / "gina.lock"
 
@@ -228,7 +230,7 @@ def test_the_mount_step_keeps_the_lock_when_the_launcher_is_killed(node, tmp_pat
             return True
 
     try:
-        p = subprocess.Popen([str(build / "jailrun"), "gina", "--", "/bin/true"])
+        p = subprocess.Popen([jailrun, "gina", "--", "/bin/true"])
         time.sleep(0.7)  # jailrun waits in the step's sleep, holding the lock
         assert not lock_is_free()
         p.kill()
@@ -246,6 +248,29 @@ def test_the_mount_step_keeps_the_lock_when_the_launcher_is_killed(node, tmp_pat
         assert lock_is_free()  # released when the step ends
     finally:
         converge(node.cfg, {"name": "gina", "state": "absent", "purge": True})
+
+
+def test_a_plan_changed_during_the_mount_step_stops_the_launch(node, tmp_path: Path) -> None:
+    # PID 1 is made from the plan read before the step; a step that changes the
+    # tenant's ids, hostname, home, network or limits must not let it run with the old ones.
+    from jailyard.lifecycle import converge
+
+    converge(node.cfg, {"name": "hank", "uid": 47108, "state": "present"})
+    plan = node.cfg.tenants_dir / "hank" / "plan"
+    rewrite = f"p = {str(plan)!r}; t = open(p).read(); open(p, 'w').write(t.replace('hostname hank', 'hostname renamed'))"
+    jailrun = jailrun_with_mount_helper(node, tmp_path, rewrite)
+    try:
+        r = subprocess.run([jailrun, "hank", "--", "/bin/hostname"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 124, r.stdout + r.stderr
+        assert r.stderr.strip().endswith("tenant 'hank' changed while it was being mounted; run again")
+        assert not list((node.cfg.run_dir / "sessions" / "hank").glob("*"))
+        procs = list(Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/hank/cgroup.procs"))
+        assert [f.read_text().split() for f in procs] == [[] for _ in procs]
+        # Run again: the jail is mounted now, and the launch takes the new plan.
+        r = node.run("hank", "--", "/bin/hostname")
+        assert r.returncode == 0 and r.stdout.strip() == "renamed", r.stdout + r.stderr
+    finally:
+        converge(node.cfg, {"name": "hank", "state": "absent", "purge": True})
 
 
 def test_template_namespace_is_made_from_a_fresh_mount_namespace(node) -> None:
