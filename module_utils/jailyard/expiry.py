@@ -67,10 +67,11 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     mounted, partial = _mounted_jails(cfg)
     report.mounted = len(mounted) + len(partial)
     by_jail: dict[str, list[MountInfo]] = {}
+    ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
     if partial:
         by_jail = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))
     for name in sorted(mounted + partial):
-        if previous is None or _used_since(cfg, name, previous, started_ns):
+        if previous is None or _used_since(cfg, name, previous, started_ns, ended):
             report.kept_in_use.append(name)
             continue
         # Never wait on a jail someone is entering or changing: it is in use.
@@ -78,7 +79,7 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
             if not locked:
                 report.kept_busy.append(name)
                 continue
-            if _used_since(cfg, name, previous, started_ns):
+            if _used_since(cfg, name, previous, started_ns, ended):
                 report.kept_in_use.append(name)
                 continue
             try:
@@ -87,7 +88,7 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
                 report.errors[name] = str(exc)
                 continue
             report.unmounted.append(name)
-    report.stale_cgroups = remove_stale_session_cgroups(cfg)
+    report.stale_cgroups = remove_session_cgroups(cfg, ended)
     os.rename(pending, stamp)
     report.seconds = time.monotonic() - clock
     if log:
@@ -95,26 +96,25 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     return report
 
 
-def remove_stale_session_cgroups(cfg: Config, root: str = "/sys/fs/cgroup") -> list[str]:
-    """Remove the empty session cgroups (<ctrl>/<cgroup_name>/<tenant>/s<pid>) whose launcher is gone.
+def remove_session_cgroups(cfg: Config, ended: list[tuple[str, int]], root: str = "/sys/fs/cgroup") -> list[str]:
+    """Remove the cgroups (<ctrl>/<cgroup_name>/<tenant>/s<pid>) of sessions whose launcher left its record.
 
-    jailrun removes its session's cgroup when the session ends; one killed with
-    SIGKILL cannot (its session dies with it: PID 1 has a parent-death signal).
-    A cgroup whose pid is a running jailrun is its live session's, even while
-    still empty; rmdir refuses one that still holds processes. Returns the paths removed.
+    jailrun removes its session's cgroup and record when the session ends; one
+    killed with SIGKILL cannot (its session dies with it: PID 1 has a
+    parent-death signal), so the pass that finds its record ended removes them.
+    A pid that is a running jailrun again belongs to a new session; rmdir
+    refuses a cgroup that still holds processes. Returns the paths removed.
     """
     removed = []
-    for tenant_dir in sorted(glob.glob(f"{root}/*/{cfg.cgroup_name}/*/") + glob.glob(f"{root}/{cfg.cgroup_name}/*/")):
-        with os.scandir(tenant_dir) as entries:
-            sessions = [e for e in entries if e.name[:1] == "s" and e.name[1:].isdigit() and e.is_dir(follow_symlinks=False)]
-        for entry in sessions:
-            if _is_jailrun(int(entry.name[1:])):
-                continue
+    for name, pid in ended:
+        if _is_jailrun(pid):
+            continue
+        for path in sorted(glob.glob(f"{root}/*/{cfg.cgroup_name}/{name}/s{pid}") + glob.glob(f"{root}/{cfg.cgroup_name}/{name}/s{pid}")):
             try:
-                os.rmdir(entry.path)
+                os.rmdir(path)
             except OSError:  # processes still inside (EBUSY), or removed meanwhile
                 continue
-            removed.append(entry.path)
+            removed.append(path)
     return removed
 
 
@@ -146,8 +146,11 @@ def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
     return mounted, partial
 
 
-def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int) -> bool:
-    if live_sessions(cfg, name):
+def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]]) -> bool:
+    pids: list[int] = []
+    live = live_sessions(cfg, name, ended=pids)
+    ended += [(name, pid) for pid in pids]
+    if live:
         # In use now: it counts as used just after this pass began, so it must then idle a full interval.
         touch_lastuse(cfg, name, at_ns=now_ns + 1)
         return True

@@ -22,8 +22,9 @@ def _starttime(pid: int) -> str | None:
     return rest[19].decode()  # field 22 overall
 
 
-def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
-    """Pids of the tenant's live sessions; records whose process is gone are ended (and pruned)."""
+def live_sessions(cfg: Config, name: str, prune: bool = True, ended: list[int] | None = None) -> list[int]:
+    """Pids of the tenant's live sessions; records whose process is gone are ended (and pruned,
+    their pids appended to `ended`: a launcher that left its record was killed)."""
     sdir = f"{cfg.run_dir}/sessions/{name}"
     try:
         entries = posix.listdir(sdir)
@@ -44,7 +45,9 @@ def live_sessions(cfg: Config, name: str, prune: bool = True) -> list[int]:
             try:
                 posix.unlink(path)
             except FileNotFoundError:
-                pass
+                continue
+            if ended is not None and entry.isdigit():
+                ended.append(int(entry))
     return sorted(live)
 
 

@@ -127,6 +127,7 @@ def test_expiry_removes_the_cgroups_of_a_killed_session_only(jr: tuple[Config, s
             time.sleep(0.02)
         stale = session_cgroups(cfg, "grader", killed.pid)
         assert stale and session_cgroups(cfg, "grader", live.pid)
+        expire_pass(cfg, log=False)  # so that the pass below has a previous one and checks the jail's sessions
         killed.kill()  # SIGKILL: no cleanup; the session dies with it (parent-death signal)
         killed.wait()
         deadline = time.monotonic() + 5
