@@ -16,20 +16,27 @@ from jailyard.config import Config  # noqa: E402
 TEST_IMAGE_ID = "0123456789abcdef"
 
 
-def remove_cgroups(name: str) -> None:
-    """Remove every cgroup a test run made under <ctrl>/<name> (v1 and v2), deepest first."""
-    for top in [*Path("/sys/fs/cgroup").glob(f"*/{name}"), Path("/sys/fs/cgroup") / name]:
-        if not top.is_dir():
-            continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+def remove_cgroups(name: str) -> bool:
+    """Remove every cgroup a test or benchmark run made under <ctrl>/<name> (v1 and v2), deepest
+    first; a just-emptied cgroup can refuse for a moment, so a few rounds. False if some stayed."""
+    import time
+
+    for _ in range(5):
+        tops = [t for t in [*Path("/sys/fs/cgroup").glob(f"*/{name}"), Path("/sys/fs/cgroup") / name] if t.is_dir()]
+        for top in tops:
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
             try:
-                d.rmdir()
+                top.rmdir()
             except OSError:
                 pass
-        try:
-            top.rmdir()
-        except OSError:
-            pass
+        if not any(t.is_dir() for t in tops):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def make_busybox_rootfs(rootfs: Path) -> None:
