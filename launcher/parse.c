@@ -22,7 +22,8 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+/* The config's only whitespace (docs/contracts.md): every other control byte is refused. */
+static int is_space(char c) { return c == ' ' || c == '\t'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 static int is_lower(char c) { return c >= 'a' && c <= 'z'; }
 static int is_alpha(char c) { return is_lower(c) || (c >= 'A' && c <= 'Z'); }
@@ -126,62 +127,153 @@ static int copy_str(char *dst, size_t dstlen, const char *src, size_t n)
     return 0;
 }
 
-void jr_config_defaults(struct jr_config *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    strcpy(cfg->images_dir, "/var/lib/jailyard/images");
-    strcpy(cfg->tenants_dir, "/var/lib/jailyard/tenants");
-    strcpy(cfg->jails_dir, "/srv/jails");
-    strcpy(cfg->run_dir, "/run/jailyard");
-    strcpy(cfg->mount_helper, "/usr/local/lib/jailyard/jailyard-mount");
-    strcpy(cfg->python, "/usr/bin/python3");
-    strcpy(cfg->lib_dir, "/usr/local/lib/jailyard");
-    cfg->allowed_callers[0] = 0;
-    cfg->allowed_callers[1] = 33;
-    cfg->n_allowed_callers = 2;
-    cfg->uid_min = 10000;
-    cfg->uid_max = 59999;
-    strcpy(cfg->cgroup_name, "jailyard");
-    cfg->defaults[LIM_CPU] = 60;
-    cfg->defaults[LIM_MEM] = 512ULL << 20;
-    cfg->defaults[LIM_PROCS] = 64;
-    cfg->defaults[LIM_FSIZE] = 1ULL << 30;
-    cfg->defaults[LIM_NOFILE] = 256;
-    cfg->defaults[LIM_WALL] = 0;
-}
-
 #define UID_LIMIT 4294967294ULL  /* (uid_t)-1 is "no change" to the kernel */
 #define INT_LIMIT (1ULL << 62)
 
+/* ---- the node config: one table of keys ---------------------------------------- */
+
+enum key_type {
+    KEY_PATH,   /* a normal absolute path (valid_abs_path) */
+    KEY_UIDS,   /* 1 to JR_MAX_CALLERS uids separated by spaces or tabs */
+    KEY_NUMBER, /* decimal digits, from min to max */
+    KEY_CGROUP, /* [A-Za-z0-9_-]{1,JR_NAME_MAX} with at least one letter or digit */
+};
+
+struct config_key {
+    const char *name;
+    enum key_type type;
+    size_t off, size;                /* the field in struct jr_config */
+    unsigned long long min, max;     /* KEY_NUMBER bounds; KEY_UIDS: max uid */
+    const char *def;                 /* the built-in default, as config text */
+};
+
+#define FIELD(f) offsetof(struct jr_config, f), sizeof(((struct jr_config *)0)->f)
+#define LIMIT(i) offsetof(struct jr_config, defaults) + (i) * sizeof(unsigned long long), sizeof(unsigned long long)
+
+/* In the order Config.render() writes them (module_utils/jailyard/conffile.py
+ * holds the same table; tests/integration/test_config_corpus.py holds both to it). */
+static const struct config_key config_keys[] = {
+    {"images_dir", KEY_PATH, FIELD(images_dir), 0, 0, "/var/lib/jailyard/images"},
+    {"tenants_dir", KEY_PATH, FIELD(tenants_dir), 0, 0, "/var/lib/jailyard/tenants"},
+    {"jails_dir", KEY_PATH, FIELD(jails_dir), 0, 0, "/srv/jails"},
+    {"run_dir", KEY_PATH, FIELD(run_dir), 0, 0, "/run/jailyard"},
+    {"mount_helper", KEY_PATH, FIELD(mount_helper), 0, 0, "/usr/local/lib/jailyard/jailyard-mount"},
+    {"python", KEY_PATH, FIELD(python), 0, 0, "/usr/bin/python3"},
+    {"lib_dir", KEY_PATH, FIELD(lib_dir), 0, 0, "/usr/local/lib/jailyard"},
+    {"allowed_callers", KEY_UIDS, FIELD(allowed_callers), 0, UID_LIMIT, "0 33"},
+    {"uid_min", KEY_NUMBER, FIELD(uid_min), 1, UID_LIMIT, "10000"},  /* a tenant is never root */
+    {"uid_max", KEY_NUMBER, FIELD(uid_max), 1, UID_LIMIT, "59999"},
+    {"cgroup_name", KEY_CGROUP, FIELD(cgroup_name), 0, 0, "jailyard"},
+    {"default_cpu", KEY_NUMBER, LIMIT(LIM_CPU), 0, INT_LIMIT, "60"},
+    {"default_mem", KEY_NUMBER, LIMIT(LIM_MEM), 0, INT_LIMIT, "536870912"},
+    {"default_procs", KEY_NUMBER, LIMIT(LIM_PROCS), 0, INT_LIMIT, "64"},
+    {"default_fsize", KEY_NUMBER, LIMIT(LIM_FSIZE), 0, INT_LIMIT, "1073741824"},
+    {"default_nofile", KEY_NUMBER, LIMIT(LIM_NOFILE), 0, INT_LIMIT, "256"},
+    {"default_wall", KEY_NUMBER, LIMIT(LIM_WALL), 0, INT_LIMIT, "0"},
+};
+#define CGROUP_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
+
+static void store_number(void *field, size_t size, unsigned long long v)
+{
+    if (size == sizeof(unsigned long long)) {
+        unsigned long long w = v;
+        memcpy(field, &w, sizeof w);
+    } else {
+        unsigned long w = (unsigned long)v;
+        memcpy(field, &w, sizeof w);
+    }
+}
+
+static unsigned long long load_number(const void *field, size_t size)
+{
+    if (size == sizeof(unsigned long long)) {
+        unsigned long long w;
+        memcpy(&w, field, sizeof w);
+        return w;
+    }
+    unsigned long w;
+    memcpy(&w, field, sizeof w);
+    return w;
+}
+
+/* Set one key from its value (NUL-terminated, no surrounding space). */
+static int set_key(const struct config_key *k, char *value, struct jr_config *cfg, char *err, size_t errlen)
+{
+    char *field = (char *)cfg + k->off;
+    switch (k->type) {
+    case KEY_PATH:
+        if (!valid_abs_path(value))
+            return fail(err, errlen, "%s must be a normal absolute path without spaces, got '%.100s'", k->name, value);
+        strcpy(field, value);
+        return 0;
+    case KEY_UIDS: {
+        size_t n = 0;
+        for (char *tok = value, *save = NULL; (tok = strtok_r(tok, " \t", &save)); tok = NULL) {
+            unsigned long long uid;
+            if (jr_parse_number(tok, k->max, 0, &uid) < 0)
+                return fail(err, errlen, "%s must be uids from 0 to %llu, got '%.100s'", k->name, k->max, tok);
+            if (n == JR_MAX_CALLERS)
+                return fail(err, errlen, "more than %d %s", JR_MAX_CALLERS, k->name);
+            cfg->allowed_callers[n++] = (uid_t)uid;
+        }
+        cfg->n_allowed_callers = n;
+        return 0;
+    }
+    case KEY_NUMBER: {
+        unsigned long long v;
+        if (jr_parse_number(value, k->max, 0, &v) < 0 || v < k->min)
+            return fail(err, errlen, "%s must be a number from %llu to %llu, got '%.100s'", k->name, k->min, k->max,
+                        value);
+        store_number(field, k->size, v);
+        return 0;
+    }
+    case KEY_CGROUP: {
+        size_t n = strlen(value), good = strspn(value, CGROUP_CHARS);
+        int alnum = strspn(value, "_-") < n;  /* not only "_" and "-" */
+        if (good != n || !alnum || n >= k->size)
+            return fail(err, errlen, "%s must be [A-Za-z0-9_-]{1,%zu} with a letter or digit, got '%.100s'", k->name,
+                        k->size - 1, value);
+        strcpy(field, value);
+        return 0;
+    }
+    }
+    return fail(err, errlen, "%s: unknown key type", k->name);
+}
+
+void jr_config_defaults(struct jr_config *cfg)
+{
+    char value[JR_PATH_MAX], err[JR_ERR_MAX];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_CONFIG_KEYS; i++) {
+        snprintf(value, sizeof value, "%s", config_keys[i].def);
+        if (set_key(&config_keys[i], value, cfg, err, sizeof err) < 0)
+            abort();  /* a bad built-in default: test_parse fails first */
+    }
+}
+
 int jr_parse_config(const char *text, size_t len, struct jr_config *cfg, char *err, size_t errlen)
 {
-    static const struct {
-        const char *key;
-        size_t off;
-    } path_keys[] = {
-        {"images_dir", offsetof(struct jr_config, images_dir)},
-        {"tenants_dir", offsetof(struct jr_config, tenants_dir)},
-        {"jails_dir", offsetof(struct jr_config, jails_dir)},
-        {"run_dir", offsetof(struct jr_config, run_dir)},
-        {"mount_helper", offsetof(struct jr_config, mount_helper)},
-        {"python", offsetof(struct jr_config, python)},
-        {"lib_dir", offsetof(struct jr_config, lib_dir)},
-    };
-    char line[JR_PATH_MAX + 64];
-    unsigned seen = 0;  /* one bit per key, so a repeated key is refused */
+    char value[JR_PATH_MAX];
+    unsigned char seen[N_CONFIG_KEYS] = {0};
     size_t lineno = 0;
 
     jr_config_defaults(cfg);
     if (len > JR_MAX_FILE)
         return fail(err, errlen, "config is larger than %d bytes", JR_MAX_FILE);
-    if (memchr(text, '\0', len))
-        return fail(err, errlen, "config contains a NUL byte");
     for (size_t pos = 0; pos < len;) {
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
         const char *s = text + pos, *e = s + n;
         pos += n + 1;
         lineno++;
+        /* Printable ASCII and tab only, comments included: no byte may end,
+         * hide or reveal a line for one reader and not another. */
+        for (const char *c = s; c < e; c++)
+            if (*c != '\t' && ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e))
+                return fail(err, errlen, "line %zu: byte 0x%02x is not allowed (only printable ASCII and tab)", lineno,
+                            (unsigned char)*c);
         while (s < e && is_space(*s))
             s++;
         while (e > s && is_space(e[-1]))
@@ -196,82 +288,58 @@ int jr_parse_config(const char *text, size_t len, struct jr_config *cfg, char *e
             ke--;
         while (vs < e && is_space(*vs))
             vs++;
-        char key[32];
-        if (ke == s || vs == e || copy_str(key, sizeof key, s, (size_t)(ke - s)) < 0 ||
-            copy_str(line, sizeof line, vs, (size_t)(e - vs)) < 0)
-            return fail(err, errlen, "line %zu: expected 'key = value' with a value of at most %d bytes", lineno,
+        if (ke == s || vs == e)
+            return fail(err, errlen, "line %zu: expected 'key = value'", lineno);
+        size_t klen = (size_t)(ke - s), vlen = (size_t)(e - vs);
+        const struct config_key *k = NULL;
+        for (size_t i = 0; i < N_CONFIG_KEYS && !k; i++)
+            if (strlen(config_keys[i].name) == klen && memcmp(config_keys[i].name, s, klen) == 0)
+                k = &config_keys[i];
+        if (!k)
+            return fail(err, errlen, "line %zu: unknown key '%.*s'", lineno, klen > 64 ? 64 : (int)klen, s);
+        if (seen[k - config_keys]++)
+            return fail(err, errlen, "line %zu: key '%s' is given twice", lineno, k->name);
+        if (copy_str(value, sizeof value, vs, vlen) < 0)
+            return fail(err, errlen, "line %zu: the value of %s is longer than %d bytes", lineno, k->name,
                         JR_PATH_MAX - 1);
-        const char *value = line;
-        unsigned bit = 0;
-        int done = 0;
-        for (size_t i = 0; i < sizeof path_keys / sizeof path_keys[0]; i++) {
-            if (strcmp(key, path_keys[i].key) == 0) {
-                if (!valid_abs_path(value))
-                    return fail(err, errlen, "line %zu: %s must be an absolute path without spaces, got '%s'", lineno,
-                                key, value);
-                strcpy((char *)cfg + path_keys[i].off, value);
-                bit = 1u << i;
-                done = 1;
-            }
-        }
-        if (!done && strcmp(key, "allowed_callers") == 0) {
-            cfg->n_allowed_callers = 0;
-            for (char *tok = line, *save = NULL; (tok = strtok_r(tok, " \t", &save)); tok = NULL) {
-                unsigned long long uid;
-                if (jr_parse_number(tok, UID_LIMIT, 0, &uid) < 0)
-                    return fail(err, errlen, "line %zu: allowed_callers must be uids, got '%s'", lineno, tok);
-                if (cfg->n_allowed_callers == JR_MAX_CALLERS)
-                    return fail(err, errlen, "line %zu: more than %d allowed_callers", lineno, JR_MAX_CALLERS);
-                cfg->allowed_callers[cfg->n_allowed_callers++] = (uid_t)uid;
-            }
-            bit = 1u << 7;
-            done = 1;
-        } else if (!done && strcmp(key, "cgroup_name") == 0) {
-            int alnum = 0;
-            for (const char *c = value; *c; c++) {
-                if (!(is_alnum(*c) || *c == '_' || *c == '-'))
-                    return fail(err, errlen, "line %zu: cgroup_name must be [A-Za-z0-9_-]+, got '%s'", lineno, value);
-                alnum |= is_alnum(*c);
-            }
-            if (!alnum || strlen(value) > JR_NAME_MAX)
-                return fail(err, errlen, "line %zu: cgroup_name must be [A-Za-z0-9_-]{1,%d}, got '%s'", lineno,
-                            JR_NAME_MAX, value);
-            strcpy(cfg->cgroup_name, value);
-            bit = 1u << 8;
-            done = 1;
-        } else if (!done) {
-            static const char *const int_keys[] = {"uid_min",       "uid_max",     "default_cpu",
-                                                   "default_mem",   "default_procs", "default_fsize",
-                                                   "default_nofile", "default_wall"};
-            for (size_t i = 0; i < sizeof int_keys / sizeof int_keys[0]; i++) {
-                if (strcmp(key, int_keys[i]) != 0)
-                    continue;
-                unsigned long long v;
-                unsigned long long max = i < 2 ? UID_LIMIT : INT_LIMIT;
-                if (jr_parse_number(value, max, 0, &v) < 0)
-                    return fail(err, errlen, "line %zu: %s must be a non-negative integer up to %llu, got '%s'",
-                                lineno, key, max, value);
-                if (i == 0)
-                    cfg->uid_min = (unsigned long)v;
-                else if (i == 1)
-                    cfg->uid_max = (unsigned long)v;
-                else
-                    cfg->defaults[i - 2] = v;
-                bit = 1u << (9 + i);
-                done = 1;
-            }
-        }
-        if (!done)
-            return fail(err, errlen, "line %zu: unknown key '%s'", lineno, key);
-        if (seen & bit)
-            return fail(err, errlen, "line %zu: key '%s' is given twice", lineno, key);
-        seen |= bit;
+        char msg[JR_ERR_MAX];
+        if (set_key(k, value, cfg, msg, sizeof msg) < 0)
+            return fail(err, errlen, "line %zu: %s", lineno, msg);
     }
     if (cfg->uid_min > cfg->uid_max)
         return fail(err, errlen, "uid_min %lu is above uid_max %lu", cfg->uid_min, cfg->uid_max);
-    if (cfg->uid_min == 0)
-        return fail(err, errlen, "uid_min must not be 0: a tenant can never be root");
     return 0;
+}
+
+size_t jr_config_render(const struct jr_config *cfg, char *buf, size_t len)
+{
+    size_t used = 0;
+#define PUT(...)                                                                  \
+    do {                                                                          \
+        int w = snprintf(buf + used, used < len ? len - used : 0, __VA_ARGS__);   \
+        used += w > 0 ? (size_t)w : 0;                                            \
+    } while (0)
+    for (size_t i = 0; i < N_CONFIG_KEYS; i++) {
+        const struct config_key *k = &config_keys[i];
+        const char *field = (const char *)cfg + k->off;
+        PUT("%s = ", k->name);
+        switch (k->type) {
+        case KEY_PATH:
+        case KEY_CGROUP:
+            PUT("%s", field);
+            break;
+        case KEY_UIDS:
+            for (size_t j = 0; j < cfg->n_allowed_callers; j++)
+                PUT("%s%u", j ? " " : "", (unsigned)cfg->allowed_callers[j]);
+            break;
+        case KEY_NUMBER:
+            PUT("%llu", load_number(field, k->size));
+            break;
+        }
+        PUT("\n");
+    }
+#undef PUT
+    return used;
 }
 
 /* Split one plan line into at most max fields separated by single spaces. */

@@ -77,6 +77,9 @@ struct jr_args {
 
 void jr_config_defaults(struct jr_config *cfg);
 int jr_parse_config(const char *text, size_t len, struct jr_config *cfg, char *err, size_t errlen);
+/* The config as the text Config.render() writes (every key, in table order);
+ * returns the length it needed, writing at most len bytes (NUL included). */
+size_t jr_config_render(const struct jr_config *cfg, char *buf, size_t len);
 int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err, size_t errlen);
 int jr_parse_args(int argc, char **argv, struct jr_args *args, char *err, size_t errlen);
 
