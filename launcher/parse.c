@@ -198,6 +198,29 @@ static unsigned long long load_number(const void *field, size_t size)
     return w;
 }
 
+/* A value for an error message: at most 100 bytes of it, a tab (the one
+ * control byte a config may hold) written as \t, so the message stays one line. */
+struct shown {
+    char s[2 * 100 + 4];
+};
+static struct shown show(const char *v, size_t n)
+{
+    struct shown out;
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < 100 && v[i]; i++) {
+        if (v[i] == '\t') {
+            out.s[o++] = '\\';
+            out.s[o++] = 't';
+        } else {
+            out.s[o++] = v[i];
+        }
+    }
+    if (n > 100 && v[100])
+        out.s[o++] = '.', out.s[o++] = '.', out.s[o++] = '.';
+    out.s[o] = '\0';
+    return out;
+}
+
 /* Set one key from its value (NUL-terminated, no surrounding space). */
 static int set_key(const struct config_key *k, char *value, struct jr_config *cfg, char *err, size_t errlen)
 {
@@ -205,7 +228,8 @@ static int set_key(const struct config_key *k, char *value, struct jr_config *cf
     switch (k->type) {
     case KEY_PATH:
         if (!valid_abs_path(value))
-            return fail(err, errlen, "%s must be a normal absolute path without spaces, got '%.100s'", k->name, value);
+            return fail(err, errlen, "%s must be an absolute path in normal form without spaces, got '%s'", k->name,
+                        show(value, strlen(value)).s);
         strcpy(field, value);
         return 0;
     case KEY_UIDS: {
@@ -213,7 +237,7 @@ static int set_key(const struct config_key *k, char *value, struct jr_config *cf
         for (char *tok = value, *save = NULL; (tok = strtok_r(tok, " \t", &save)); tok = NULL) {
             unsigned long long uid;
             if (jr_parse_number(tok, k->max, 0, &uid) < 0)
-                return fail(err, errlen, "%s must be uids from 0 to %llu, got '%.100s'", k->name, k->max, tok);
+                return fail(err, errlen, "%s must be uids from 0 to %llu, got '%s'", k->name, k->max, show(tok, strlen(tok)).s);
             if (n == JR_MAX_CALLERS)
                 return fail(err, errlen, "more than %d %s", JR_MAX_CALLERS, k->name);
             cfg->allowed_callers[n++] = (uid_t)uid;
@@ -224,8 +248,8 @@ static int set_key(const struct config_key *k, char *value, struct jr_config *cf
     case KEY_NUMBER: {
         unsigned long long v;
         if (jr_parse_number(value, k->max, 0, &v) < 0 || v < k->min)
-            return fail(err, errlen, "%s must be a number from %llu to %llu, got '%.100s'", k->name, k->min, k->max,
-                        value);
+            return fail(err, errlen, "%s must be a number from %llu to %llu, got '%s'", k->name, k->min, k->max,
+                        show(value, strlen(value)).s);
         store_number(field, k->size, v);
         return 0;
     }
@@ -233,8 +257,8 @@ static int set_key(const struct config_key *k, char *value, struct jr_config *cf
         size_t n = strlen(value), good = strspn(value, CGROUP_CHARS);
         int alnum = strspn(value, "_-") < n;  /* not only "_" and "-" */
         if (good != n || !alnum || n >= k->size)
-            return fail(err, errlen, "%s must be [A-Za-z0-9_-]{1,%zu} with a letter or digit, got '%.100s'", k->name,
-                        k->size - 1, value);
+            return fail(err, errlen, "%s must be [A-Za-z0-9_-]{1,%zu} with a letter or digit, got '%s'", k->name,
+                        k->size - 1, show(value, strlen(value)).s);
         strcpy(field, value);
         return 0;
     }
@@ -296,7 +320,7 @@ int jr_parse_config(const char *text, size_t len, struct jr_config *cfg, char *e
             if (strlen(config_keys[i].name) == klen && memcmp(config_keys[i].name, s, klen) == 0)
                 k = &config_keys[i];
         if (!k)
-            return fail(err, errlen, "line %zu: unknown key '%.*s'", lineno, klen > 64 ? 64 : (int)klen, s);
+            return fail(err, errlen, "line %zu: unknown key '%s'", lineno, show(s, klen).s);
         if (seen[k - config_keys]++)
             return fail(err, errlen, "line %zu: key '%s' is given twice", lineno, k->name);
         if (copy_str(value, sizeof value, vs, vlen) < 0)

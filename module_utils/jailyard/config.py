@@ -1,7 +1,8 @@
 """Node configuration: /etc/jailyard/jailyard.conf, shared with the launcher.
 
-The file is ``key = value`` lines; the C launcher parses the same format, so
-both sides refuse unknown keys rather than guessing.
+The file is ``key = value`` lines; the C launcher parses the same format with
+the same trust checks (conffile, docs/contracts.md), so both sides refuse what
+either would refuse rather than guessing.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .conffile import DEFAULTS, PATH_KEYS, parse_values
-from .errors import JailError
+from .conffile import DEFAULTS, PATH_KEYS, parse_values, read_config
 
 DEFAULT_CONFIG_PATH = Path("/etc/jailyard/jailyard.conf")
 
@@ -77,18 +77,12 @@ class Config:
         return "\n".join(lines) + "\n"
 
 
-def parse_config(text: str, origin: str = "<config>") -> Config:
+def parse_config(text: bytes | str, origin: str = "<config>") -> Config:
     values = parse_values(text, origin)
     return Config(**{k: Path(v) if k in PATH_KEYS else v for k, v in values.items()})  # type: ignore[arg-type]
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> Config:
-    """Read the node config; a missing file means the built-in defaults."""
+    """Read the node config, trusted as the launcher trusts it; a missing file is an error."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return Config(path=path)
-    except OSError as exc:
-        raise JailError(f"cannot read config {path}: {exc.strerror}") from exc
-    return dataclasses.replace(parse_config(text, str(path)), path=path)
+    return dataclasses.replace(parse_config(read_config(path), str(path)), path=path)

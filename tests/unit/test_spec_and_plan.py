@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jailyard.conffile import DEFAULTS, read_values
-from jailyard.config import Config, load_config, parse_config
+from jailyard.conffile import DEFAULTS, parse_values
+from jailyard.config import Config, parse_config
 from jailyard.errors import JailError
 from jailyard.plan import NAME_PATTERN, MountEntry, is_valid_name, parse_plan, plan_mounts
 from jailyard.spec import TenantSpec, check_name
@@ -140,8 +140,8 @@ def test_records_compare_by_value_and_are_immutable() -> None:
         MountEntry("/", "bind", "/img")
 
 
-def test_mount_step_settings_and_config_share_defaults(tmp_path) -> None:
-    assert read_values(str(tmp_path / "missing.conf")) == DEFAULTS
-    cfg = load_config(tmp_path / "missing.conf")
+def test_mount_step_settings_and_config_share_defaults() -> None:
+    assert {**DEFAULTS, **parse_values("")} == DEFAULTS
+    cfg = parse_config("")
     for key, value in DEFAULTS.items():
         assert str(getattr(cfg, key)) == str(value), key
