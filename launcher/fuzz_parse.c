@@ -1,5 +1,6 @@
 /* libFuzzer target for jailrun's parsers: config, plan and command line.
- * The first byte picks the parser; the rest is its input. */
+ * The first byte picks the parser; the rest is its input. An accepted config
+ * must read back the same from its rendering (jr_config_render). */
 #include "parse.h"
 
 #include <stdint.h>
@@ -17,7 +18,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
     switch (data[0] % 3) {
     case 0:
-        jr_parse_config(text, len, &cfg, err, sizeof err);
+        /* An accepted config renders to text that parses to the same config. */
+        if (jr_parse_config(text, len, &cfg, err, sizeof err) == 0) {
+            static char rendered[16384];
+            static struct jr_config again;
+            size_t n = jr_config_render(&cfg, rendered, sizeof rendered);
+            if (n >= sizeof rendered || jr_parse_config(rendered, n, &again, err, sizeof err) < 0 ||
+                memcmp(&again, &cfg, sizeof cfg) != 0)
+                abort();
+        }
         break;
     case 1:
         jr_parse_plan(text, len, &plan, err, sizeof err);

@@ -85,19 +85,49 @@ int main(void)
     CHECK(jr_effective_limit(64, 0, &v) < 0, "asking for unlimited above a plan limit is refused");
     CHECK(args(&a, err, "--mem", "0", "alice", "true", NULL) < 0, "--mem 0 (unlimited) is refused");
 
-    /* config */
+    /* config (the shared corpus, tests/config-corpus, holds C and Python to the same answers) */
     const char *conf = "# c\nimages_dir = /var/lib/jailyard/images\nallowed_callers = 0 33\nuid_min = 10000\n";
     CHECK(jr_parse_config(conf, strlen(conf), &cfg, err, sizeof err) == 0 && cfg.n_allowed_callers == 2 &&
               cfg.allowed_callers[1] == 33 && cfg.uid_min == 10000,
           "a config parses");
     const char *bad_conf[] = {"colour = blue\n", "images_dir = relative\n", "allowed_callers = root\n",
-                              "uid_min = -5\n", "images_dir /x\n", "uid_min = 5\nuid_max = 4\n"};
+                              "uid_min = -5\n", "images_dir /x\n", "uid_min = 5\nuid_max = 4\n",
+                              "uid_min = 0\n", "uid_min = 1\nuid_min = 1\n", "# \f\nuid_min = 20000\n",
+                              "# caf\xe9\n", "uid_min = 2\r\n", "default_procs = \xc2\xb2\n",
+                              "jails_dir = /srv/../etc\n", "cgroup_name = -_-\n"};
     for (size_t i = 0; i < sizeof bad_conf / sizeof bad_conf[0]; i++) {
         int r = jr_parse_config(bad_conf[i], strlen(bad_conf[i]), &cfg, err, sizeof err);
-        CHECK(r < 0 && err[0], bad_conf[i]);
+        CHECK(r < 0 && err[0] && !strchr(err, '\n'), bad_conf[i]);
     }
     const char nul_conf[] = "uid_min = 1\0000\n";
     CHECK(jr_parse_config(nul_conf, sizeof nul_conf - 1, &cfg, err, sizeof err) < 0, "a NUL byte is refused");
+    CHECK(jr_parse_config("jails_dir = /a\tb\n", 16, &cfg, err, sizeof err) < 0 && !strchr(err, '\t') &&
+              strstr(err, "'/a\\tb'"),
+          "a tab in a refused value is shown as \\t: the message stays one line");
+
+    /* config defaults: the key table's, the same as an empty file's, and render() reads back */
+    static char text[8192], again[8192];
+    struct jr_config defaults, parsed;
+    jr_config_defaults(&defaults);
+    CHECK(defaults.uid_min == 10000 && defaults.uid_max == 59999 && defaults.n_allowed_callers == 2 &&
+              defaults.allowed_callers[1] == 33 && defaults.defaults[LIM_MEM] == 512ULL << 20 &&
+              defaults.defaults[LIM_WALL] == 0 && strcmp(defaults.cgroup_name, "jailyard") == 0 &&
+              strcmp(defaults.jails_dir, "/srv/jails") == 0,
+          "built-in defaults");
+    CHECK(jr_parse_config("", 0, &parsed, err, sizeof err) == 0 && memcmp(&parsed, &defaults, sizeof parsed) == 0,
+          "an empty config is the built-in defaults");
+    const char *full = "images_dir = /i\ntenants_dir = /t\njails_dir = /j\nrun_dir = /r\nmount_helper = /m\n"
+                       "python = /p\nlib_dir = /l\nallowed_callers = 0 33 1000\nuid_min = 1\nuid_max = 4294967294\n"
+                       "cgroup_name = c-g_1\ndefault_cpu = 1\ndefault_mem = 2\ndefault_procs = 3\n"
+                       "default_fsize = 4\ndefault_nofile = 5\ndefault_wall = 6\n";
+    size_t n = 0;
+    CHECK(jr_parse_config(full, strlen(full), &parsed, err, sizeof err) == 0 &&
+              (n = jr_config_render(&parsed, text, sizeof text)) == strlen(full) && strcmp(text, full) == 0,
+          "every key set: render() writes the file back as it was");
+    CHECK(jr_parse_config(text, n, &cfg, err, sizeof err) == 0 &&
+              jr_config_render(&cfg, again, sizeof again) == n && strcmp(again, text) == 0,
+          "render() output parses to the same config");
+    CHECK(jr_config_render(&parsed, text, 10) == n && strlen(text) == 9, "render() into a short buffer truncates");
 
     /* plan */
     CHECK(parse_plan_text(PLAN, &plan, err) == 0, "the reference plan parses");
