@@ -409,10 +409,83 @@ static int parse_options(const char *opts, unsigned *flags)
     }
 }
 
+/* The plan's first lines, in order: "KEY VALUE". */
+enum plan_type {
+    PLAN_VERSION, /* "1" */
+    PLAN_NAME,    /* jr_valid_name */
+    PLAN_ID,      /* a uid or gid, 0 to UID_LIMIT */
+    PLAN_HOST,    /* jr_valid_hostname */
+    PLAN_PATH,    /* valid_abs_path */
+    PLAN_IMAGE,   /* 8 to 64 lower-case hex digits */
+    PLAN_BOOL,    /* "0" or "1" */
+};
+
+struct plan_key {
+    const char *key;
+    enum plan_type type;
+    size_t off, size; /* the field in struct jr_plan */
+};
+
+#define PLAN_FIELD(f) offsetof(struct jr_plan, f), sizeof(((struct jr_plan *)0)->f)
+
+static const struct plan_key plan_header[] = {
+    {"version", PLAN_VERSION, 0, 0},
+    {"name", PLAN_NAME, PLAN_FIELD(name)},
+    {"uid", PLAN_ID, PLAN_FIELD(uid)},
+    {"gid", PLAN_ID, PLAN_FIELD(gid)},
+    {"hostname", PLAN_HOST, PLAN_FIELD(hostname)},
+    {"home", PLAN_PATH, PLAN_FIELD(home)},
+    {"root", PLAN_PATH, PLAN_FIELD(root)},
+    {"image", PLAN_IMAGE, PLAN_FIELD(image)},
+    {"net", PLAN_BOOL, PLAN_FIELD(net)},
+};
+
+static int set_plan_key(const struct plan_key *k, const char *v, struct jr_plan *plan, char *err, size_t errlen)
+{
+    char *field = (char *)plan + k->off;
+    unsigned long long num;
+    size_t n = strlen(v);
+    switch (k->type) {
+    case PLAN_VERSION:
+        if (strcmp(v, "1") != 0)
+            return fail(err, errlen, "unsupported plan version '%s'", v);
+        return 0;
+    case PLAN_NAME:
+        if (!jr_valid_name(v) || n >= k->size)
+            return fail(err, errlen, "invalid name '%s'", v);
+        break;
+    case PLAN_ID:
+        if (jr_parse_number(v, UID_LIMIT, 0, &num) < 0)
+            return fail(err, errlen, "invalid %s '%s'", k->key, v);
+        store_number(field, k->size, num);
+        return 0;
+    case PLAN_HOST:
+        if (!jr_valid_hostname(v) || n >= k->size)
+            return fail(err, errlen, "invalid hostname '%s'", v);
+        break;
+    case PLAN_PATH:
+        if (!valid_abs_path(v) || n >= k->size)
+            return fail(err, errlen, "%s must be a normal absolute path, got '%s'", k->key, v);
+        break;
+    case PLAN_IMAGE:
+        if (n < 8 || n > 64 || n >= k->size || strspn(v, "0123456789abcdef") != n)
+            return fail(err, errlen, "invalid image id '%s'", v);
+        break;
+    case PLAN_BOOL: {
+        if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
+            return fail(err, errlen, "%s must be 0 or 1, got '%s'", k->key, v);
+        int b = v[0] == '1';
+        memcpy(field, &b, sizeof b);
+        return 0;
+    }
+    }
+    memcpy(field, v, n + 1); /* the strings: n < k->size checked above */
+    return 0;
+}
+
 int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err, size_t errlen)
 {
-    static const char *const header[] = {"version", "name", "uid", "gid", "hostname", "home", "root", "image", "net"};
-    enum { N_HEADER = sizeof header / sizeof header[0] };
+    enum { N_HEADER = sizeof plan_header / sizeof plan_header[0] };
     char line[3 * JR_PATH_MAX];
     size_t lineno = 0;
 
@@ -438,53 +511,11 @@ int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err,
                 return fail(err, errlen, "line %zu: empty field", lineno);
         size_t idx = lineno - 1;
         if (idx < N_HEADER) {
-            if (nf != 2 || strcmp(f[0], header[idx]) != 0)
-                return fail(err, errlen, "line %zu: expected '%s VALUE'", lineno, header[idx]);
-            const char *v = f[1];
-            unsigned long long num;
-            switch (idx) {
-            case 0:
-                if (strcmp(v, "1") != 0)
-                    return fail(err, errlen, "unsupported plan version '%s'", v);
-                break;
-            case 1:
-                if (!jr_valid_name(v))
-                    return fail(err, errlen, "invalid name '%s'", v);
-                strcpy(plan->name, v);
-                break;
-            case 2:
-            case 3:
-                if (jr_parse_number(v, UID_LIMIT, 0, &num) < 0)
-                    return fail(err, errlen, "invalid %s '%s'", header[idx], v);
-                if (idx == 2)
-                    plan->uid = (unsigned long)num;
-                else
-                    plan->gid = (unsigned long)num;
-                break;
-            case 4:
-                if (!jr_valid_hostname(v))
-                    return fail(err, errlen, "invalid hostname '%s'", v);
-                strcpy(plan->hostname, v);
-                break;
-            case 5:
-            case 6:
-                if (!valid_abs_path(v))
-                    return fail(err, errlen, "%s must be a normal absolute path, got '%s'", header[idx], v);
-                strcpy(idx == 5 ? plan->home : plan->root, v);
-                break;
-            case 7: {
-                size_t il = strlen(v);
-                if (il < 8 || il > 64 || strspn(v, "0123456789abcdef") != il)
-                    return fail(err, errlen, "invalid image id '%s'", v);
-                strcpy(plan->image, v);
-                break;
-            }
-            case 8:
-                if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
-                    return fail(err, errlen, "net must be 0 or 1, got '%s'", v);
-                plan->net = v[0] == '1';
-                break;
-            }
+            const struct plan_key *k = &plan_header[idx];
+            if (nf != 2 || strcmp(f[0], k->key) != 0)
+                return fail(err, errlen, "line %zu: expected '%s VALUE'", lineno, k->key);
+            if (set_plan_key(k, f[1], plan, err, errlen) < 0)
+                return -1;
         } else if (idx < N_HEADER + LIM_COUNT) {
             size_t li = idx - N_HEADER;
             if (nf != 3 || strcmp(f[0], "limit") != 0 || strcmp(f[1], jr_limit_names[li]) != 0)

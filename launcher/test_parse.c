@@ -141,6 +141,15 @@ int main(void)
     CHECK(plan_with("net 0", "net 0\nevil 1", err) < 0, "an unknown key is refused");
     CHECK(plan_with("hostname alice", "hostname ali ce", err) < 0, "a bad hostname is refused");
     CHECK(plan_with("name alice", "name ../x", err) < 0, "a bad name in the plan is refused");
+    CHECK(plan_with("net 0", "net 2", err) < 0, "net is 0 or 1");
+    CHECK(plan_with("image 0123456789abcdef", "image 0123456789ABCDEF", err) < 0, "an image id is lower-case hex");
+    CHECK(plan_with("home /home/alice", "home /home/alice/", err) < 0, "home in normal form");
+    CHECK(plan_with("gid 10001", "gid 4294967295", err) < 0, "gid (gid_t)-1 is refused");
+    CHECK(plan_with("uid 10001\ngid 10001", "gid 10001\nuid 10001", err) < 0, "header lines in their order");
+    CHECK(parse_plan_text(PLAN, &plan, err) == 0 && plan.gid == 10001 && plan.net == 0 &&
+              strcmp(plan.hostname, "alice") == 0 && strcmp(plan.root, "/srv/jails/alice") == 0 &&
+              strcmp(plan.image, "0123456789abcdef") == 0,
+          "the plan's header lands in its fields");
 
     /* command line */
     CHECK(args(&a, err, "alice", "--", "/bin/true", NULL) == 0 && strcmp(a.name, "alice") == 0 &&
