@@ -135,7 +135,9 @@ def read_config(path: str | os.PathLike) -> bytes:
     """The bytes of the config at path, with jailrun's trust checks: its directory
     and the file owned by root and writable only by root, the file regular and
     not a symlink, at most MAX_FILE bytes. A missing file is an error."""
-    path = os.path.abspath(os.fspath(path))
+    path = os.fspath(path)
+    if not os.path.isabs(path):
+        path = os.path.join(os.getcwd(), path)  # not normalized: "b/.." is the kernel's to resolve, as for jailrun
     directory, name = os.path.split(path)
     try:
         dfd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
