@@ -13,8 +13,14 @@
  * cgroup and (unless allowed) network namespaces, a fresh read-only /proc, a
  * minimal /dev, rlimits and per-tenant cgroup limits. The caller is trusted
  * but careless: its environment, descriptors, umask and terminal never reach
- * the tenant. Anything malformed is refused with one line on stderr, a syslog
- * line and an exit code from 120 to 127 (docs/contracts.md).
+ * the tenant. Anything malformed is refused with one line on stderr, a line
+ * in the audit log and an exit code from 120 to 127 (docs/contracts.md); every
+ * launch adds one line there too. The audit log (JAILRUN_AUDIT_LOG, fixed at
+ * build time) is appended to in a root-owned directory nobody else can write,
+ * without following a symlink, whatever daemons run (a copy goes to syslog,
+ * journald's or a syslog daemon's /dev/log, when there is one). Every value
+ * from the caller is escaped before it is printed or logged: one message is
+ * one line.
  *
  * Processes: the launcher (the "supervisor", in the host namespaces) checks,
  * mounts on demand, clones the jail's mount tree, records the session and
@@ -76,6 +82,9 @@
 #ifndef JAILRUN_CONFIG
 #define JAILRUN_CONFIG "/etc/jailyard/jailyard.conf"
 #endif
+#ifndef JAILRUN_AUDIT_LOG
+#define JAILRUN_AUDIT_LOG "/var/log/jailyard/launch.log"
+#endif
 
 enum {
     EXIT_USAGE = 120,
@@ -106,11 +115,34 @@ static int status_fd = -1;  /* in the jail's processes: where a failure code goe
 static char *cmdline_start; /* our argv strings, which /proc/<pid>/cmdline shows */
 static size_t cmdline_len;
 static void cleanup(void);
+static void audit(int priority, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* `in` with backslash, control characters and bytes outside printable ASCII
+ * as C escapes (\n, \t, \\, \x1b), cut to fit `out`: what the caller gave
+ * never splits a message or a log line, nor sends the terminal a sequence. */
+static const char *escape(char *out, size_t outlen, const char *in)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 5 < outlen; p++) {
+        const char *named = *p == '\\' ? "\\\\" : *p == '\n' ? "\\n" : *p == '\t' ? "\\t" : *p == '\r' ? "\\r" : NULL;
+        if (named) {
+            memcpy(out + o, named, 2);
+            o += 2;
+        } else if (*p < 0x20 || *p >= 0x7f) {
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", *p);
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
 
 static void vreport(int code, int errnum, const char *fmt, va_list ap)
 {
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    char raw[1024], msg[1024];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    escape(msg, sizeof msg, raw);   /* our own text has nothing to escape: only what came from outside changes */
     if (errnum)
         fprintf(stderr, "jailrun: %s: %s\n", msg, strerror(errnum));
     else
@@ -121,8 +153,7 @@ static void vreport(int code, int errnum, const char *fmt, va_list ap)
         if (write(status_fd, &c, 1) < 0) { /* nothing more we can do */ }
         _exit(code);
     }
-    syslog(LOG_WARNING, "refused: caller=%u tenant=%s program=%s code=%d reason=%s%s%s", (unsigned)caller_uid,
-           log_tenant, log_program, code, msg, errnum ? ": " : "", errnum ? strerror(errnum) : "");
+    audit(LOG_WARNING, "refused: code=%d reason=%s%s%s", code, msg, errnum ? ": " : "", errnum ? strerror(errnum) : "");
     cleanup();
     exit(code);
 }
@@ -154,6 +185,77 @@ static void join(char *out, size_t outlen, const char *a, const char *b)
     int n = snprintf(out, outlen, "%s/%s", a, b);
     if (n < 0 || (size_t)n >= outlen)
         die(EXIT_INTERNAL, "path too long: %s/%s", a, b);
+}
+
+/* ---- the audit log --------------------------------------------------------------- */
+
+static int audit_fd = -1;
+
+/* Open JAILRUN_AUDIT_LOG for appending: its directory (made root 0750 if
+ * missing) must be root's and writable by nobody else, the log itself a
+ * regular root-owned file, not a symlink, with one link. Returns the reason
+ * when it is not, NULL when open. Called once fds 0-2 are in place. */
+static const char *open_audit_log(void)
+{
+    char dir[PATH_MAX];
+    const char *path = JAILRUN_AUDIT_LOG, *slash = strrchr(path, '/');
+    if (!slash || slash == path || (size_t)(slash - path) >= sizeof dir)
+        return "its path is not absolute";
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 && errno == ENOENT && mkdir(dir, 0750) == 0)
+        dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (dfd < 0 || fstat(dfd, &st) < 0)
+        return "cannot open its directory";
+    if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        close(dfd);
+        return "its directory is not owned by root or is writable by others";
+    }
+    int fd = openat(dfd, slash + 1, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0640);
+    close(dfd);
+    if (fd < 0)
+        return errno == ELOOP ? "it is a symlink" : "cannot open it";
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) ||
+        st.st_nlink != 1) {
+        close(fd);
+        return "it is not a regular file owned by root, writable only by root, with one link";
+    }
+    audit_fd = fd;
+    return NULL;
+}
+
+/* One line: "<UTC time> jailrun[<pid>]: caller=<uid> tenant=<name> program=<path> <text>" to the audit
+ * log (one write, O_APPEND) and the same to syslog. Tenant and program are escaped here. */
+static void audit(int priority, const char *fmt, ...)
+{
+    char text[1400], tenant[200], program[520], line[2048], stamp[32];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    escape(tenant, sizeof tenant, log_tenant);
+    escape(program, sizeof program, log_program);
+    char *sp = strchr(text, ' ');    /* "launch: ..." -> "launch: caller=... rest" */
+    int head = sp ? (int)(sp - text) : (int)strlen(text);
+    syslog(priority, "%.*s caller=%u tenant=%s program=%s%s", head, text, (unsigned)caller_uid, tenant, program,
+           sp ? sp : "");
+    if (audit_fd < 0)
+        return;
+    struct timespec now;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    int n = snprintf(line, sizeof line, "%s.%03ldZ jailrun[%d]: %.*s caller=%u tenant=%s program=%s%s\n", stamp,
+                     now.tv_nsec / 1000000, (int)getpid(), head, text, (unsigned)caller_uid, tenant, program,
+                     sp ? sp : "");
+    if (n >= (int)sizeof line) {
+        n = (int)sizeof line;
+        line[n - 1] = '\n';
+    }
+    if (n > 0 && write(audit_fd, line, (size_t)n) < 0) { /* syslog has the line, if anyone listens */ }
 }
 
 /* ---- raw system calls glibc 2.36 does not wrap ---------------------------------- */
@@ -696,10 +798,22 @@ static struct {
     size_t n_procs;
     char session_dirs[MAX_CG][JR_PATH_MAX];
     size_t n_session;
-    char mem_peak[JR_PATH_MAX], mem_events[JR_PATH_MAX], pids_events[JR_PATH_MAX];
+    char mem_peak[JR_PATH_MAX], mem_events[JR_PATH_MAX], pids_events[JR_PATH_MAX], tenant_pids_events[JR_PATH_MAX];
     unsigned long long oom_before, pids_before;
-    int has_memory;
+    int has_memory, has_pids;
 } cg;
+
+/* Forks refused by a pids limit so far: the leaf's counter, plus the tenant's
+ * where the leaf is a session's (v2 since Linux 6.13 counts an event in the
+ * cgroup whose limit was hit and its ancestors, v1 and older v2 in the
+ * cgroup of the process that forked). */
+static unsigned long long pids_refused(void)
+{
+    unsigned long long n = cg.pids_events[0] ? read_key(cg.pids_events, "max") : 0;
+    if (cg.tenant_pids_events[0] && strcmp(cg.tenant_pids_events, cg.pids_events) != 0)
+        n += read_key(cg.tenant_pids_events, "max");
+    return n;
+}
 
 static void cg_write(const char *dir, const char *knob, const char *value)
 {
@@ -780,8 +894,10 @@ static void setup_cgroups(int want_session, int session_mem, int session_procs)
             limit_text(value, sizeof value, plan.limits[LIM_MEM], "-1");
             cg_write(tenant, "memory.limit_in_bytes", value);
         } else if (i == 1) {
+            cg.has_pids = 1;
             limit_text(value, sizeof value, plan.limits[LIM_PROCS], "max");
             cg_write(tenant, "pids.max", value);
+            join(cg.tenant_pids_events, sizeof cg.tenant_pids_events, tenant, "pids.events");
         }
         if (want_session && i < 2) {
             join(session, sizeof session, tenant, sname);
@@ -828,8 +944,10 @@ static void setup_cgroups(int want_session, int session_mem, int session_procs)
             cg_write(tenant, "memory.max", value);
         }
         if (in_v2[1]) {
+            cg.has_pids = 1;
             limit_text(value, sizeof value, plan.limits[LIM_PROCS], "max");
             cg_write(tenant, "pids.max", value);
+            join(cg.tenant_pids_events, sizeof cg.tenant_pids_events, tenant, "pids.events");
         }
         cg_mkdir(session);
         strcpy(cg.session_dirs[cg.n_session++], session);
@@ -853,7 +971,7 @@ static void setup_cgroups(int want_session, int session_mem, int session_procs)
     /* Without a session cgroup the counters are the tenant's: count the difference. */
     if (args.meta) {    /* only --meta reports why a session died */
         cg.oom_before = cg.mem_events[0] ? read_key(cg.mem_events, "oom_kill") : 0;
-        cg.pids_before = cg.pids_events[0] ? read_key(cg.pids_events, "max") : 0;
+        cg.pids_before = pids_refused();
     }
 }
 
@@ -861,7 +979,7 @@ static void remove_session_cgroups(void)
 {
     for (size_t i = cg.n_session; i-- > 0;)
         if (rmdir(cg.session_dirs[i]) < 0 && errno != ENOENT)
-            syslog(LOG_WARNING, "cannot remove cgroup %s: %s", cg.session_dirs[i], strerror(errno));
+            audit(LOG_WARNING, "warning: cannot remove cgroup %s: %s", cg.session_dirs[i], strerror(errno));
     cg.n_session = 0;
 }
 
@@ -1034,7 +1152,7 @@ static const struct {
     {RLIMIT_CPU, LIM_CPU, 0, "cpu"},
     {RLIMIT_FSIZE, LIM_FSIZE, 0, "fsize"},
     {RLIMIT_NOFILE, LIM_NOFILE, 0, "nofile"},
-    {RLIMIT_NPROC, LIM_PROCS, 0, "procs"},
+    {RLIMIT_NPROC, LIM_PROCS, 0, "procs"},  /* only without a pids cgroup: see apply_rlimits */
     {RLIMIT_AS, LIM_MEM, 0, "as"},          /* only without a memory cgroup: see apply_rlimits */
     {RLIMIT_CORE, -1, 0, "core"},
     {RLIMIT_MEMLOCK, -1, 64 * 1024, "memlock"},
@@ -1051,6 +1169,11 @@ static void apply_rlimits(void)
             unsigned long long v = lim[rlimit_table[i].slot];
             if (rlimit_table[i].resource == RLIMIT_AS && cg.has_memory)
                 continue;   /* the memory cgroup limits what is used, not what is mapped */
+            /* The pids cgroup limits the session and the tenant and counts what it refuses
+             * (--meta's killed_by procs); RLIMIT_NPROC counts the uid's tasks host-wide and,
+             * checked first by fork, would refuse without a trace. */
+            if (rlimit_table[i].resource == RLIMIT_NPROC && cg.has_pids)
+                continue;
             if (v == 0 && rlimit_table[i].resource == RLIMIT_NOFILE)
                 continue;   /* the kernel refuses an infinite nofile; keep the inherited one */
             rl.rlim_cur = rl.rlim_max = v ? (rlim_t)v : RLIM_INFINITY;
@@ -1282,7 +1405,7 @@ static void usage(void)
            "  --nofile N       open files per process\n"
            "                   (each limit may only lower what the tenant's plan allows)\n"
            "  --meta FILE      write the result: status, exitcode or signal, cpu_user, cpu_sys, wall,\n"
-           "                   mem_peak, killed_by (none, wall, cpu, memory, procs)\n"
+           "                   mem_peak, killed_by (none, wall, cpu, memory, procs, fsize)\n"
            "  --net            keep the host network (only if the tenant's plan allows it)\n"
            "  --help           this text\n"
            "\n"
@@ -1293,25 +1416,36 @@ static void usage(void)
            JAILRUN_CONFIG);
 }
 
-/* Descriptors 0-2 are the caller's to give; anything that opens a way out
- * (a directory, an O_PATH handle) is refused. Closed ones become /dev/null
- * so nothing we open later lands on them. Everything above 2 is closed. */
-static void sanitize_fds(void)
+/* Descriptors 0-2 are the caller's to give. Closed ones become /dev/null open
+ * for reading and writing, so nothing we open later lands on them, and so do
+ * the ones glibc's start-up of a setuid program opened in their place for a
+ * caller it does not trust (stdin write-only on /dev/full, stdout and stderr
+ * read-only on /dev/null, modes no caller passes on purpose): every caller's
+ * session gets the same descriptors. Everything above 2 is closed.
+ * Returns the first descriptor that opens a way out (a directory, an O_PATH
+ * handle), to be refused once the audit log is open, or -1. */
+static int sanitize_fds(void)
 {
+    int bad = -1;
     for (int fd = 0; fd <= 2; fd++) {
+        struct stat st;
         int fl = fcntl(fd, F_GETFL);
-        if (fl < 0) {
-            int null = open("/dev/null", O_RDWR);
-            if (null != fd)
+        int glibcs = fl >= 0 && fstat(fd, &st) == 0 && S_ISCHR(st.st_mode) &&
+                     (fd == 0 ? st.st_rdev == makedev(1, 7) && (fl & O_ACCMODE) == O_WRONLY
+                              : st.st_rdev == makedev(1, 3) && (fl & O_ACCMODE) == O_RDONLY);
+        if (fl < 0 || glibcs) {
+            /* 0..fd-1 are open: a closed fd is the lowest free one. */
+            int null = open("/dev/null", O_RDWR | O_NOCTTY);
+            if (null < 0 || (null != fd && (dup2(null, fd) != fd || close(null) < 0)))
                 _exit(EXIT_INTERNAL);
             continue;
         }
-        struct stat st;
-        if ((fl & O_PATH) || fstat(fd, &st) < 0 || S_ISDIR(st.st_mode))
-            die(EXIT_USAGE, "descriptor %d is a directory or a path handle; refusing to pass it into a jail", fd);
+        if (bad < 0 && ((fl & O_PATH) || fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)))
+            bad = fd;
     }
     if (close_range(3, ~0U, 0) < 0)
-        die_with_error(EXIT_INTERNAL, "close_range");
+        _exit(EXIT_INTERNAL);
+    return bad;
 }
 
 static double seconds(const struct timeval *tv) { return (double)tv->tv_sec + (double)tv->tv_usec / 1e6; }
@@ -1324,10 +1458,15 @@ int main(int argc, char **argv)
         _exit(EXIT_USAGE);  /* execve with an empty argv: nothing to name */
     cmdline_start = argv[0];
     cmdline_len = (size_t)(argv[argc - 1] + strlen(argv[argc - 1]) + 1 - argv[0]);
-    sanitize_fds();
-    own_starttime(session_start, sizeof session_start);
+    int bad_fd = sanitize_fds();
     openlog("jailrun", LOG_PID, LOG_AUTHPRIV);
     umask(022);
+    const char *why = geteuid() == 0 ? open_audit_log() : NULL;
+    if (why)
+        die(EXIT_INTERNAL, "cannot use the audit log %s: %s", JAILRUN_AUDIT_LOG, why);
+    if (bad_fd >= 0)
+        die(EXIT_USAGE, "descriptor %d is a directory or a path handle; refusing to pass it into a jail", bad_fd);
+    own_starttime(session_start, sizeof session_start);
     if (clearenv() != 0)
         die(EXIT_INTERNAL, "clearenv");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -1349,9 +1488,9 @@ int main(int argc, char **argv)
         return 0;
     }
     log_program = args.argv[0];
+    log_tenant = args.name;     /* escaped wherever it is printed */
     if (!jr_valid_name(args.name))
         die(EXIT_USAGE, "invalid tenant name '%.64s': expected [a-z_][a-z0-9_-]{0,31}", args.name);
-    log_tenant = args.name;
     load_plan();
     for (int i = 0; i < LIM_COUNT; i++)
         if (jr_effective_limit(plan.limits[i], args.limits[i], &lim[i]) < 0)
@@ -1486,8 +1625,7 @@ int main(int argc, char **argv)
     if (got == 1) {
         while (waitpid(init, NULL, 0) < 0 && errno == EINTR)
             ;
-        syslog(LOG_WARNING, "refused: caller=%u tenant=%s program=%s code=%d reason=setup failed in the jail",
-               (unsigned)caller_uid, log_tenant, log_program, code);
+        audit(LOG_WARNING, "refused: code=%d reason=setup failed in the jail", code);
         cleanup();
         return code;
     }
@@ -1544,7 +1682,7 @@ int main(int argc, char **argv)
 
     double cpu_user = seconds(&ru.ru_utime), cpu_sys = seconds(&ru.ru_stime);
     unsigned long long oom = cg.mem_events[0] ? read_key(cg.mem_events, "oom_kill") : 0;
-    unsigned long long pids_max = cg.pids_events[0] ? read_key(cg.pids_events, "max") : 0;
+    unsigned long long pids_max = pids_refused();
     const char *killed_by = "none";
     int sig = WIFSIGNALED(prog_status) ? WTERMSIG(prog_status) : 0;
     if (timed_out)
@@ -1553,6 +1691,8 @@ int main(int argc, char **argv)
         killed_by = "memory";
     else if (sig == SIGXCPU || (sig == SIGKILL && lim[LIM_CPU] && cpu_user + cpu_sys >= (double)lim[LIM_CPU]))
         killed_by = "cpu";
+    else if (sig == SIGXFSZ)
+        killed_by = "fsize";
     else if (exit_code != 0 && pids_max > cg.pids_before)
         killed_by = "procs";
 
@@ -1567,12 +1707,15 @@ int main(int argc, char **argv)
                          WIFEXITED(prog_status) ? WEXITSTATUS(prog_status) : WTERMSIG(prog_status), cpu_user, cpu_sys,
                          wall, peak, killed_by);
         if (write_all(meta_fd, buf, (size_t)n) < 0)
-            fprintf(stderr, "jailrun: cannot write --meta %s: %s\n", args.meta, strerror(errno));
+        {
+            char shown[512];
+            fprintf(stderr, "jailrun: cannot write --meta %s: %s\n", escape(shown, sizeof shown, args.meta),
+                    strerror(errno));
+        }
         close(meta_fd);
     }
     cleanup();
     touch_lastuse();
-    syslog(LOG_INFO, "launch: caller=%u tenant=%s program=%s status=%d wall=%.3f killed_by=%s", (unsigned)caller_uid,
-           log_tenant, log_program, exit_code, wall, killed_by);
+    audit(LOG_INFO, "launch: status=%d wall=%.3f killed_by=%s", exit_code, wall, killed_by);
     return exit_code;
 }
