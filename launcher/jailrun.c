@@ -262,22 +262,45 @@ static int clone_ipc(const struct jr_config *cfg, int run_fd)
     return fd;
 }
 
-/* PID 1 in new PID, IPC, UTS (and network) namespaces; returns its pid in the
- * supervisor, never in the child. fds.status/result are pipes' write ends. */
-static pid_t start_jail(const struct launch *l, struct jail_fds fds, const int close_in_child[3])
+/* The supervisor's side of a running PID 1. */
+struct running {
+    pid_t init;
+    int status_fd, result_fd;   /* read ends: PID 1's setup failure code, the program's wait status */
+    sigset_t signals;           /* blocked here: forwarded to the session, and SIGCHLD */
+    struct timespec start;      /* what --timeout counts from */
+};
+
+/* PID 1 in new PID, IPC, UTS (and network) namespaces (jail.c); in the
+ * supervisor, with the signals it will wait for blocked from now on. */
+static struct running start_jail(const struct launch *l, const struct tree *t, int mntns_fd, int ipc_fd)
 {
+    struct running r;
+    int status_pipe[2], result_pipe[2];
+    if (pipe2(status_pipe, O_CLOEXEC) < 0 || pipe2(result_pipe, O_CLOEXEC) < 0)
+        die_with_error(EXIT_INTERNAL, "pipe");
+    sigemptyset(&r.signals);
+    add_forwarded_signals(&r.signals);
+    sigaddset(&r.signals, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &r.signals, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &r.start);
     unsigned long flags = CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (l->new_net ? CLONE_NEWNET : 0);
     /* fork() with namespace flags: the child continues on a copy of our stack. */
-    pid_t init = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
-    if (init < 0)
+    r.init = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (r.init < 0)
         die_with_error(EXIT_INTERNAL, "cannot create the jail's namespaces");
-    if (init == 0) {
-        for (int i = 0; i < 3; i++)
-            if (close_in_child[i] >= 0)
-                close(close_in_child[i]);
+    if (r.init == 0) {
+        close(status_pipe[0]);
+        close(result_pipe[0]);
+        if (t->sock[0] >= 0)
+            close(t->sock[0]);
+        struct jail_fds fds = {mntns_fd, t->tree_fd, t->sock[1], ipc_fd, status_pipe[1], result_pipe[1]};
         jail_init(l, fds);
     }
-    return init;
+    close(status_pipe[1]);
+    close(result_pipe[1]);
+    r.status_fd = status_pipe[0];
+    r.result_fd = result_pipe[0];
+    return r;
 }
 
 /* EOF: the program was executed. A byte: setup failed with that code (already explained on stderr). */
@@ -327,32 +350,19 @@ int main(int argc, char **argv)
     int session_mem = l.args.limits[LIM_MEM] != JR_UNSET, session_procs = l.args.limits[LIM_PROCS] != JR_UNSET;
     cg_setup(&l, l.args.meta || session_mem || session_procs, l.args.meta != NULL);
     int ipc_fd = clone_ipc(&l.cfg, run_fd);
-    int status_pipe[2], result_pipe[2];
-    if (pipe2(status_pipe, O_CLOEXEC) < 0 || pipe2(result_pipe, O_CLOEXEC) < 0)
-        die_with_error(EXIT_INTERNAL, "pipe");
-    sigset_t set;
-    sigemptyset(&set);
-    add_forwarded_signals(&set);
-    sigaddset(&set, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    struct jail_fds fds = {mntns_fd, t.tree_fd, t.sock[1], ipc_fd, status_pipe[1], result_pipe[1]};
-    pid_t init = start_jail(&l, fds, (const int[3]){status_pipe[0], result_pipe[0], t.sock[0]});
-    close(status_pipe[1]);
-    close(result_pipe[1]);
+    struct running r = start_jail(&l, &t, mntns_fd, ipc_fd);
     if (t.step > 0) {
-        hand_over_tree(&l, &t, init);
-        clock_gettime(CLOCK_MONOTONIC, &t0);   /* --timeout counts from here, not from before the mount */
+        hand_over_tree(&l, &t, r.init);
+        clock_gettime(CLOCK_MONOTONIC, &r.start);   /* --timeout counts from here, not from before the mount */
     }
-    close(t.tree_fd);
+    close(t.tree_fd);   /* PID 1 has them now */
     close(mntns_fd);
     if (ipc_fd >= 0)
         close(ipc_fd);
     cg_close_leaves();
-    int code = setup_failure(status_pipe[0]);
+    int code = setup_failure(r.status_fd);
     if (code) {
-        while (waitpid(init, NULL, 0) < 0 && errno == EINTR)
+        while (waitpid(r.init, NULL, 0) < 0 && errno == EINTR)
             ;
         audit(LOG_WARNING, "refused: code=%d reason=setup failed in the jail", code);
         cleanup();
@@ -360,7 +370,7 @@ int main(int argc, char **argv)
     }
 
     /* The session runs: supervise it, then record how it ended. */
-    struct outcome o = supervise(init, &set, &t0, l.lim[LIM_WALL], l.lim[LIM_CPU], result_pipe[0]);
+    struct outcome o = supervise(r.init, &r.signals, &r.start, l.lim[LIM_WALL], l.lim[LIM_CPU], r.result_fd);
     if (meta_fd >= 0)
         write_meta(meta_fd, &o, l.args.meta);
     cleanup();
