@@ -88,6 +88,13 @@ def test_descriptor_left_open_by_the_caller_is_closed(node) -> None:
         os.close(ffd)
 
 
+def test_the_audit_log_is_not_open_inside_the_jail(node) -> None:
+    """jailrun holds its audit log open for the session's last line: no process of the session may reach it."""
+    r = node.run("alice", "--", "/bin/sh", "-c", "for f in /proc/$$/fd/* /proc/self/fd/*; do readlink $f; done; echo end")
+    assert r.returncode == 0 and r.stdout.endswith("end\n"), r.stderr
+    assert "launch.log" not in r.stdout and str(node.base) not in r.stdout, r.stdout
+
+
 def test_base_image_is_read_only(node) -> None:
     rootfs = node.cfg.images_dir / "0123456789abcdef" / "rootfs"
     for path in ("/bin/pwned", "/etc/pwned", "/bin/busybox"):
