@@ -5,6 +5,7 @@
 #include "audit.h"
 #include "cgroup.h"
 #include "jailfs.h"
+#include "pty.h"
 #include "seccomp_filter.h"
 
 #include <errno.h>
@@ -176,6 +177,8 @@ static void run_program(const struct launch *l)
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (setsid() < 0)
         die_with_error(EXIT_INTERNAL, "setsid");
+    if (l->pty)
+        pty_attach();
     apply_rlimits(l->lim);
     drop_privileges(plan, 1);
     umask(077);
@@ -237,6 +240,8 @@ void jail_init(const struct launch *l, struct jail_fds fds)
     if (l->new_net)
         loopback_up();
     enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->lim[LIM_MEM]);
+    if (l->pty)
+        pty_open_in_jail(l->plan.uid, l->plan.gid);
 
     /* A PID 1 only receives signals it has a handler for. */
     struct sigaction sa;

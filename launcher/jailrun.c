@@ -52,6 +52,7 @@
 #include "config.h"
 #include "jail.h"
 #include "jailrun.h"
+#include "pty.h"
 #include "records.h"
 #include "supervise.h"
 #include "template.h"
@@ -94,6 +95,8 @@ static void usage(void)
            "  --meta FILE      write the result: status, exitcode or signal, cpu_user, cpu_sys, wall,\n"
            "                   mem_peak, killed_by (none, wall, cpu, memory, procs, fsize)\n"
            "  --net            keep the host network (only if the tenant's plan allows it)\n"
+           "  --pty            give the program a terminal of the session's own (controlling terminal, job\n"
+           "                   control), relayed to the caller's terminal on stdin, put in raw mode meanwhile\n"
            "  --help           this text\n"
            "\n"
            "Exit status: the program's own (128+N if killed by signal N), or 120 usage, 121 caller not allowed,\n"
@@ -245,6 +248,7 @@ static void cleanup(void)
             ;
         waiting_init = -1;
     }
+    pty_restore();
     remove_session();
     cg_remove_session();
 }
@@ -330,6 +334,7 @@ int main(int argc, char **argv)
     /* Who asks for what: the caller, the request, the tenant's plan. */
     load_config(&l.cfg);
     check_caller(&l.cfg, caller);
+    argc = take_pty_option(argc, argv, &l.pty);
     if (jr_parse_args(argc, argv, &l.args, err, sizeof err) < 0)
         die(EXIT_USAGE, "%s", err);
     if (l.args.help) {
@@ -339,6 +344,8 @@ int main(int argc, char **argv)
     audit_subject(caller, l.args.name, l.args.argv[0]);
     if (!jr_valid_name(l.args.name))
         die(EXIT_USAGE, "invalid tenant name '%.64s': expected [a-z_][a-z0-9_-]{0,31}", l.args.name);
+    if (l.pty)
+        pty_check_caller();
     load_plan(&l.cfg, l.args.name, &l.plan);
     resolve_limits(&l);
     int meta_fd = open_meta(l.args.meta, caller);
@@ -350,6 +357,8 @@ int main(int argc, char **argv)
     int session_mem = l.args.limits[LIM_MEM] != JR_UNSET, session_procs = l.args.limits[LIM_PROCS] != JR_UNSET;
     cg_setup(&l, l.args.meta || session_mem || session_procs, l.args.meta != NULL);
     int ipc_fd = clone_ipc(&l.cfg, run_fd);
+    if (l.pty)
+        pty_prepare();
     struct running r = start_jail(&l, &t, mntns_fd, ipc_fd);
     if (t.step > 0) {
         hand_over_tree(&l, &t, r.init);
@@ -369,8 +378,10 @@ int main(int argc, char **argv)
         return code;
     }
 
-    /* The session runs: supervise it, then record how it ended. */
-    struct outcome o = supervise(r.init, &r.signals, &r.start, l.lim[LIM_WALL], l.lim[LIM_CPU], r.result_fd);
+    /* The session runs: supervise it (relaying its terminal), then record how it ended. */
+    if (l.pty)
+        pty_receive();
+    struct outcome o = supervise(r.init, &r.signals, &r.start, l.lim[LIM_WALL], l.lim[LIM_CPU], r.result_fd, l.pty);
     if (meta_fd >= 0)
         write_meta(meta_fd, &o, l.args.meta);
     cleanup();
