@@ -31,7 +31,7 @@ def _ctty() -> None:
 class Console:
     """jailrun --pty on a host pty; `out` is everything it printed so far."""
 
-    def __init__(self, node, *argv: str, rows: int = 24, cols: int = 80) -> None:
+    def __init__(self, node, *argv: str, rows: int = 24, cols: int = 80, ctty: bool = True) -> None:
         self.master, self.slave = pty.openpty()
         self.set_size(rows, cols)
         self.modes = termios.tcgetattr(self.slave)
@@ -41,7 +41,7 @@ class Console:
             stdout=self.slave,
             stderr=self.slave,
             start_new_session=True,
-            preexec_fn=_ctty,
+            preexec_fn=_ctty if ctty else None,
             env={"PATH": "/usr/bin:/bin"},
         )
         self.out = b""
@@ -246,3 +246,21 @@ def test_pty_is_an_option_before_name_only(node) -> None:
     assert r.returncode == 120 and "--pty needs a terminal" in r.stderr
     r = node.run("--pty=1", "alice", "--", "/bin/true", input="")
     assert r.returncode == 120 and "bad option '--pty=1'" in r.stderr
+
+
+def test_the_web_console_recipe_of_the_readme(node) -> None:
+    """launcher/README.md, "Consoles": the front end's pty is not jailrun's controlling terminal; a
+    resize is TIOCSWINSZ plus SIGWINCH to jailrun, closing the master ends the session."""
+    c = console(node, "alice", "--", "/bin/sh", rows=30, cols=90, ctty=False)
+    try:
+        c.send(b"stty size; echo A$((1+1))B\r")
+        c.expect(rb"30 90\r\nA2B")
+        c.set_size(50, 120)
+        c.proc.send_signal(signal.SIGWINCH)
+        c.send(b"stty size; echo C$((1+2))D\r")
+        c.expect(rb"50 120\r\nC3D")
+        os.close(c.master)
+        c.master = os.open("/dev/null", os.O_RDONLY)
+        assert c.proc.wait(timeout=30) == 128 + signal.SIGHUP
+    finally:
+        c.close()
