@@ -205,7 +205,7 @@ static struct tree acquire_tree(const struct launch *l)
         t.tree_fd = clone_tree(rootfd);
         /* Last use is stamped when the session ends (and by the mount step): expiry
          * never takes a jail with a live session, so a stamp here would add nothing. */
-        write_session(l->args.name);
+        write_session(l->args.name, l->args.argv[0], l->pty);
         close(t.lock);
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, t.sock) < 0) {
         die_with_error(EXIT_INTERNAL, "socketpair");
@@ -235,7 +235,7 @@ static void hand_over_tree(struct launch *l, struct tree *t, pid_t init)
      * read below, carries its reason. */
     (void)send_fd(t->sock[0], t->tree_fd);
     close(t->sock[0]);
-    write_session(l->args.name);
+    write_session(l->args.name, l->args.argv[0], l->pty);
     close(t->lock);
     waiting_init = -1;
 }

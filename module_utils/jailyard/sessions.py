@@ -35,7 +35,8 @@ def live_sessions(cfg: Config, name: str, prune: bool = True, ended: list[int] |
         path = f"{sdir}/{entry}"
         try:
             with open(path) as fh:
-                pid_s, start = fh.read().split()
+                # "<pid> <starttime>", then (since issue 19) "key value" lines: caller, pty, program.
+                pid_s, start = fh.readline().split()
             alive = entry == pid_s and _starttime(int(pid_s)) == start
         except (OSError, ValueError):
             alive = False

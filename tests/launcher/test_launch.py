@@ -93,9 +93,11 @@ def test_session_record_and_last_use(node) -> None:
         # The record is created, then written (under the tenant's lock, which this test does not take):
         # wait for its content, not its name (seen empty once on a busy host).
         assert wait_until(lambda: record.exists() and record.read_text().endswith("\n"), 30), "no session record"
-        pid, start = record.read_text().split()
+        first, *rest = record.read_text().splitlines()
+        pid, start = first.split()
         stat = Path(f"/proc/{p.pid}/stat").read_text()
         assert pid == str(p.pid) and start == stat[stat.rindex(")") + 2 :].split()[19]
+        assert rest == [f"caller {os.getuid()}", "pty 0", "program /bin/sleep"]  # issue 19: jailctl sessions shows them
     finally:
         p.terminate()  # forwarded to the program
         rc = p.wait(timeout=10)
