@@ -388,3 +388,41 @@ def kill_sessions(cfg: Config, name: str, session: int | None = None, sig: int |
     if left or stray:
         raise JailError(f"sessions of jail {name} still running after {timeout:g} s: {left + stray}")
     return {"killed": ended, "signal": signal.Signals(sig).name, "changed": bool(ended)}
+
+
+# ---- what jailctl prints -------------------------------------------------------------------
+
+SESSION_COLUMNS = ["tenant", "pid", "caller", "program", "started", "cpu", "memory", "procs", "tty"]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def session_row(s: Session) -> dict[str, str]:
+    """One line of `jailctl sessions`."""
+    caller = s.caller_name or ("?" if s.caller is None else str(s.caller))
+    return {
+        "tenant": s.tenant,
+        "pid": str(s.pid),
+        "caller": caller,
+        "program": s.program or "?",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.started)),
+        "cpu": f"{s.cpu_seconds:.2f}s",
+        "memory": _size(s.memory_bytes) + ("" if s.memory_source == "cgroup" else " rss"),
+        "procs": str(s.processes),
+        "tty": "?" if s.terminal is None else "yes" if s.terminal else "no",
+    }
+
+
+def kill_summary(name: str, result: dict) -> str:
+    """What `jailctl kill` prints."""
+    if not result["killed"]:
+        return f"jail {name} has no live session"
+    pids = " ".join(map(str, result["killed"]))
+    verb = "ended" if result["signal"] == "SIGKILL" else f"sent {result['signal']} to"
+    return f"{verb} {len(result['killed'])} session(s) of {name}: {pids}"

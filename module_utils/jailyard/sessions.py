@@ -19,6 +19,8 @@ def _starttime(pid: int) -> str | None:
         return None
     # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
     rest = data[data.rindex(b")") + 2 :].split()
+    if rest[0] == b"Z":
+        return None  # exited, not yet reaped by its parent: its session is over
     return rest[19].decode()  # field 22 overall
 
 
