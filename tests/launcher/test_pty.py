@@ -264,3 +264,19 @@ def test_the_web_console_recipe_of_the_readme(node) -> None:
         assert c.proc.wait(timeout=30) == 128 + signal.SIGHUP
     finally:
         c.close()
+
+
+def test_pty_on_a_cold_launch(node) -> None:
+    """The jail mounted on demand (PID 1 made during the mount step, its tree sent after): same terminal."""
+    from jailyard.lifecycle import converge
+
+    converge(node.cfg, {"name": "frank", "uid": 47105, "state": "present"})
+    try:
+        c = console(node, "frank", "--", "/bin/sh", "-c", "tty; exit 4")
+        try:
+            assert c.wait() == 4, c.out
+            assert re.search(rb"^/dev/pts/\d+\r$", c.out, re.M), c.out
+        finally:
+            c.close()
+    finally:
+        converge(node.cfg, {"name": "frank", "state": "absent", "force": True, "purge": True})
