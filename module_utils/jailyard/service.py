@@ -185,11 +185,54 @@ def run_loop(
     return _Loop(cfg, name, argv, jailrun, base, max_delay, reset_after).run(stop_timeout)
 
 
+def _has_systemd() -> bool:
+    return os.path.isdir("/run/systemd/system")
+
+
+def _unit(name: str) -> str:
+    return f"jailyard@{name}.service"
+
+
+def start(
+    cfg: Config, name: str, log_dir: str = "/var/log/jailyard", jailrun: str = JAILRUN, systemd: bool | None = None, timeout: float = 30.0
+) -> bool:
+    """Start the tenant's service (its spec's program); False if it already runs.
+
+    Under systemd: `systemctl start jailyard@NAME.service` (the role installs the template, UNIT).
+    Elsewhere: the loop, detached in a session of its own, output appended to
+    <log_dir>/service-<name>.log (rotated with the launch log)."""
+    if not is_valid_name(name):
+        raise JailError(f"invalid jail name {name!r}")
+    if status(cfg, name) is not None:
+        return False
+    if _has_systemd() if systemd is None else systemd:
+        subprocess.run(["systemctl", "start", _unit(name)], check=True, capture_output=True)
+    else:
+        os.makedirs(log_dir, mode=0o750, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        log = os.open(f"{log_dir}/service-{name}.log", flags, 0o640)
+        code = f"import sys; sys.path.insert(0, {str(cfg.lib_dir)!r}); from jailyard.service import main; sys.exit(main())"
+        argv = ["/usr/bin/python3", "-I", "-S", "-c", code, "--config", str(cfg.path), "--jailrun", jailrun, name]
+        try:
+            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        finally:
+            os.close(log)
+    deadline = time.monotonic() + timeout
+    while status(cfg, name) is None:
+        if time.monotonic() > deadline:
+            raise JailError(f"the service of jail {name} did not start (see {log_dir}/service-{name}.log or the journal)")
+        time.sleep(0.05)
+    return True
+
+
 def stop(cfg: Config, name: str, timeout: float = 30.0) -> bool:
     """Stop the tenant's service loop (and its session); True if one ran. Before any unmount."""
     state = status(cfg, name)
     if state is None:
         return False
+    if _has_systemd() and subprocess.run(["systemctl", "is-active", "--quiet", _unit(name)], check=False).returncode == 0:
+        subprocess.run(["systemctl", "stop", _unit(name)], check=True, capture_output=True)
+        return True
     pid = int(state["pid"])
     try:
         fd = os.pidfd_open(pid)

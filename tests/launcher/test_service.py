@@ -115,3 +115,21 @@ def test_the_unit_templates_execstart_runs_the_loop_for_the_instance(node) -> No
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert out.stderr.strip() == "jailyard-service: error: jail erin has no program to run as a service"
+
+
+def test_start_detaches_the_loop_where_there_is_no_systemd_and_stop_ends_it(node, tmp_path: Path) -> None:
+    from jailyard.lifecycle import converge
+    from jailyard.service import start
+
+    converge(node.cfg, {"name": "gina", "uid": 47106, "state": "present", "program": "/bin/sleep 120"})
+    try:
+        assert start(node.cfg, "gina", log_dir=str(tmp_path), jailrun=node.jailrun, systemd=False)
+        assert not start(node.cfg, "gina", log_dir=str(tmp_path), jailrun=node.jailrun, systemd=False)  # runs already
+        assert wait_until(lambda: list_sessions(node.cfg, "gina"))
+        assert list_sessions(node.cfg, "gina")[0].program == "/bin/sleep"
+        assert (tmp_path / "service-gina.log").exists()
+    finally:
+        stop(node.cfg, "gina", timeout=20)
+        assert wait_until(lambda: not list_sessions(node.cfg, "gina"))
+        converge(node.cfg, {"name": "gina", "state": "absent", "force": True, "purge": True})
+    assert not service_running(node.cfg, "gina")
