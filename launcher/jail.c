@@ -9,6 +9,7 @@
 #include "seccomp_filter.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
@@ -177,8 +178,6 @@ static void run_program(const struct launch *l)
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (setsid() < 0)
         die_with_error(EXIT_INTERNAL, "setsid");
-    if (l->pty)
-        pty_attach();
     apply_rlimits(l->lim);
     drop_privileges(plan, 1);
     umask(077);
@@ -206,8 +205,19 @@ static void run_program(const struct launch *l)
         die_with_error(EXIT_INTERNAL, "close_range");
     scope_abstract_sockets();
     install_seccomp();
+    /* --pty: the terminal last, so every error up to the exec reaches the caller's stderr,
+     * which nobody relays from the session's terminal yet. */
+    int caller_err = -1;
+    if (l->pty) {
+        caller_err = fcntl(2, F_DUPFD_CLOEXEC, 3);
+        pty_attach();
+    }
     execvp(args->argv[0], args->argv);
-    die_with_error(errno == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "cannot run %s", args->argv[0]);
+    int saved = errno;
+    if (caller_err >= 0)
+        dup2(caller_err, 2);
+    errno = saved;
+    die_with_error(saved == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "cannot run %s", args->argv[0]);
 }
 
 /* ---- PID 1 ------------------------------------------------------------------------ */

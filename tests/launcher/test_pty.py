@@ -280,3 +280,20 @@ def test_pty_on_a_cold_launch(node) -> None:
             c.close()
     finally:
         converge(node.cfg, {"name": "frank", "state": "absent", "force": True, "purge": True})
+
+
+def test_a_program_that_cannot_run_is_reported_on_the_callers_terminal(node) -> None:
+    """The error of a failed exec must reach the caller, not the session's terminal nobody reads yet."""
+    c = console(node, "alice", "--", "/nope")
+    try:
+        assert c.wait() == 127
+        assert b"cannot run /nope" in c.out, c.out
+        assert termios.tcgetattr(c.slave) == c.modes
+    finally:
+        c.close()
+    c = console(node, "--cwd", "/nowhere", "alice", "--", "/bin/true")
+    try:
+        assert c.wait() == 120
+        assert b"cannot change to --cwd /nowhere" in c.out, c.out
+    finally:
+        c.close()
