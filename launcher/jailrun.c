@@ -31,6 +31,10 @@
  * the mount step (a fresh Python interpreter, most of the launch) runs while
  * PID 1 is made and joins its cgroups and namespaces; the supervisor then
  * clones the freshly mounted tree and hands it over a socketpair (SCM_RIGHTS).
+ * With --pty the program's controlling terminal is a pty of the session's own
+ * devpts, made by PID 1; the supervisor holds its master and relays bytes
+ * between it and the caller's terminal (raw meanwhile), so the tenant never
+ * holds a descriptor of the caller's terminal (pty.c).
  *
  * Entering is flat in the number of host mounts: the host mount namespace is
  * never copied. The jail tree is cloned with open_tree(OPEN_TREE_CLONE |
@@ -43,8 +47,8 @@
  * session records, last use), tree.c (mounted?, the mount step, the tree's
  * copy), template.c (the template namespace), cgroup.c (v1 and v2 cgroups),
  * jail.c (PID 1, privileges, the program), jailfs.c (the jail's filesystem),
- * supervise.c (waiting, --timeout, how the session ended), files.c (small
- * file helpers). The hardening flags are in the Makefile.
+ * supervise.c (waiting, --timeout, how the session ended), pty.c (--pty),
+ * files.c (small file helpers). The hardening flags are in the Makefile.
  */
 #define _GNU_SOURCE
 #include "audit.h"
