@@ -105,18 +105,27 @@ def _find_init(launcher: int) -> int | None:
     return None
 
 
-def _members(init: int | None) -> list[int]:
+def _ns_index() -> dict[int, list[int]]:
+    """PID namespace inode -> host pids in it, from one pass over /proc (shared by every session listed)."""
+    index: dict[int, list[int]] = {}
+    for entry in posix.listdir("/proc"):
+        if entry.isdigit():
+            ns = _pidns(int(entry))
+            if ns is not None:
+                index.setdefault(ns, []).append(int(entry))
+    return index
+
+
+def _members(init: int | None, index: dict[int, list[int]] | None = None) -> list[int]:
     """Host pids of every process in the PID namespace of `init` (itself included)."""
     if init is None:
         return []
     ns = _pidns(init)
     if ns is None:
         return []
-    pids = []
-    for entry in posix.listdir("/proc"):
-        if entry.isdigit() and _pidns(int(entry)) == ns:
-            pids.append(int(entry))
-    return sorted(pids)
+    if index is None:
+        index = _ns_index()
+    return sorted(index.get(ns, []))
 
 
 def _session_cgroups(cfg: Config, tenant: str, launcher: int) -> list[str]:
@@ -222,14 +231,14 @@ def _caller_name(uid: int | None) -> str | None:
         return None
 
 
-def describe(cfg: Config, tenant: str, pid: int) -> Session | None:
-    """One live session of the tenant, or None if it ended."""
+def describe(cfg: Config, tenant: str, pid: int, index: dict[int, list[int]] | None = None) -> Session | None:
+    """One live session of the tenant, or None if it ended (index: _ns_index(), when listing many)."""
     fields = _stat_fields(pid)
     if fields is None:
         return None
     rec = _read_record(cfg, tenant, pid)
     init = _find_init(pid)
-    pids = _members(init)
+    pids = _members(init, index)
     memory, source = _memory(_session_cgroups(cfg, tenant, pid), pids)
     caller = int(rec["caller"]) if rec.get("caller", "").isdigit() else None
     return Session(
@@ -253,9 +262,12 @@ def list_sessions(cfg: Config, name: str | None = None, prune: bool = False) -> 
     if name is not None:
         _check_name(name)
     out = []
+    index: dict[int, list[int]] | None = None
     for tenant in [name] if name is not None else _tenants_with_records(cfg):
         for pid in live_sessions(cfg, tenant, prune=prune):
-            s = describe(cfg, tenant, pid)
+            if index is None:
+                index = _ns_index()  # only once there is a session to describe
+            s = describe(cfg, tenant, pid, index)
             if s is not None:
                 out.append(s)
     return sorted(out, key=lambda s: (s.started, s.pid))
