@@ -270,16 +270,16 @@ def test_pty_on_a_cold_launch(node) -> None:
     """The jail mounted on demand (PID 1 made during the mount step, its tree sent after): same terminal."""
     from jailyard.lifecycle import converge
 
-    converge(node.cfg, {"name": "frank", "uid": 47105, "state": "present"})
+    converge(node.cfg, {"name": "pia", "uid": 47121, "state": "present"})
     try:
-        c = console(node, "frank", "--", "/bin/sh", "-c", "tty; exit 4")
+        c = console(node, "pia", "--", "/bin/sh", "-c", "tty; exit 4")
         try:
             assert c.wait() == 4, c.out
             assert re.search(rb"^/dev/pts/\d+\r$", c.out, re.M), c.out
         finally:
             c.close()
     finally:
-        converge(node.cfg, {"name": "frank", "state": "absent", "force": True, "purge": True})
+        converge(node.cfg, {"name": "pia", "state": "absent", "force": True, "purge": True})
 
 
 def test_a_program_that_cannot_run_is_reported_on_the_callers_terminal(node) -> None:

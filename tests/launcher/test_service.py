@@ -121,15 +121,15 @@ def test_start_detaches_the_loop_where_there_is_no_systemd_and_stop_ends_it(node
     from jailyard.lifecycle import converge
     from jailyard.service import start
 
-    converge(node.cfg, {"name": "gina", "uid": 47106, "state": "present", "program": "/bin/sleep 120"})
+    converge(node.cfg, {"name": "quinn", "uid": 47122, "state": "present", "program": "/bin/sleep 120"})
     try:
-        assert start(node.cfg, "gina", log_dir=str(tmp_path), jailrun=node.jailrun, systemd=False)
-        assert not start(node.cfg, "gina", log_dir=str(tmp_path), jailrun=node.jailrun, systemd=False)  # runs already
-        assert wait_until(lambda: list_sessions(node.cfg, "gina"))
-        assert list_sessions(node.cfg, "gina")[0].program == "/bin/sleep"
-        assert (tmp_path / "service-gina.log").exists()
+        assert start(node.cfg, "quinn", log_dir=str(tmp_path), jailrun=node.jailrun, systemd=False)
+        assert not start(node.cfg, "quinn", log_dir=str(tmp_path), jailrun=node.jailrun, systemd=False)  # runs already
+        assert wait_until(lambda: list_sessions(node.cfg, "quinn"))
+        assert list_sessions(node.cfg, "quinn")[0].program == "/bin/sleep"
+        assert (tmp_path / "service-quinn.log").exists()
     finally:
-        stop(node.cfg, "gina", timeout=20)
-        assert wait_until(lambda: not list_sessions(node.cfg, "gina"))
-        converge(node.cfg, {"name": "gina", "state": "absent", "force": True, "purge": True})
-    assert not service_running(node.cfg, "gina")
+        stop(node.cfg, "quinn", timeout=20)
+        assert wait_until(lambda: not list_sessions(node.cfg, "quinn"))
+        converge(node.cfg, {"name": "quinn", "state": "absent", "force": True, "purge": True})
+    assert not service_running(node.cfg, "quinn")
