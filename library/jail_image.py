@@ -151,7 +151,7 @@ removed:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jailyard import image
+from ansible.module_utils.jailyard import imagebuild as image
 from ansible.module_utils.jailyard.config import load_config
 from ansible.module_utils.jailyard.errors import JailError
 
