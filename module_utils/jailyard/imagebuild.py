@@ -22,10 +22,6 @@ from typing import Any
 from .errors import JailError
 from .image import ID_RE, all_images, current_image, image_rootfs, read_manifest, resolve_image, set_current
 
-# Re-exported so the jail_image module needs one module for building and for the store's
-# lookups and gc (it imports this one as `image`).
-from .image import gc_images as gc_images
-
 BUILD_VERSION = 2  # bump when what debootstrap is asked for changes (it names the download cache)
 IMAGE_FORMAT = 3  # bump when what is done to the tree after debootstrap changes (recipes build anew)
 PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
