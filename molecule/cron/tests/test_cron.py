@@ -8,7 +8,11 @@ success, yet no pass ever ran, because nothing installed or started cron.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 # Every minute here (group_vars/all.yml); a pass is due within one interval.
 INTERVAL = 60
@@ -68,3 +72,26 @@ def test_a_cron_pass_runs_within_one_interval_and_unmounts_an_idle_jail(host):
     # The pass after that one finds the jail idle for a whole interval and unmounts it.
     wait_for("the idle demo jail unmounted by the next pass", lambda: not mounted(host, "demo"), PASS_WAIT)
     assert host.file("/var/lib/jailyard/tenants/demo/home").is_directory, "expiry deleted nothing"
+
+
+def test_a_host_that_cannot_start_cron_fails_with_one_message(host, tmp_path):
+    # Last in this file: it takes cron's init script away, then puts it back.
+    # Nothing on the node can start cron then; the role must stop, naming the
+    # host and why, instead of installing an entry that never fires.
+    playbook = tmp_path / "expiry.yml"
+    playbook.write_text("- name: Expiry only\n  hosts: jail_hosts\n  roles:\n    - role: jail_expiry\n")
+    broken = host.run("pkill --exact cron; mv /etc/init.d/cron /etc/init.d/cron.away")
+    assert broken.rc == 0, broken.stderr
+    try:
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(playbook)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+    finally:
+        host.run("mv /etc/init.d/cron.away /etc/init.d/cron && service cron start")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-3000:]
+    assert "cron could not be started on" in out and "idle jails are never unmounted" in out, out[-3000:]
