@@ -48,7 +48,7 @@ def test_pid_1_is_not_systemd(host):
 
 def test_cron_is_installed_running_and_enabled_at_boot(host):
     assert host.package("cron").is_installed
-    assert host.run("pgrep --exact cron").rc == 0, "no cron daemon runs"
+    assert host.run("pgrep --exact --pidfile /run/crond.pid cron").rc == 0, "no cron daemon runs"
     # Enabled at boot for an init system that reads /etc/rc?.d (update-rc.d).
     assert host.run("ls /etc/rc2.d/S*cron").rc == 0
 
