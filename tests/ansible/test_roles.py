@@ -176,3 +176,14 @@ def test_make_pytest_fails_when_nothing_is_collected() -> None:
     )
     assert run.returncode != 0
     assert "pytest collected no tests" in run.stderr
+
+
+def test_readme_examples_create_jails_with_uids_the_demo_inventory_leaves_free() -> None:
+    """The first ad-hoc example created bob with uid 10002, demo2's uid: it failed as written after `make site`."""
+    demo = yaml.safe_load((REPO / "inventory" / "local" / "group_vars" / "jail_hosts.yml").read_text())["jail_tenants_list"]
+    taken = {t["uid"]: t["name"] for t in demo}
+    blocks = "\n".join(re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S))
+    uids = [int(uid) for uid in re.findall(r"\buid=(\d+)|--uid (\d+)", blocks) for uid in uid if uid]
+    assert uids, "no example creates a jail: the pattern is broken"
+    clashes = [f"uid {uid} is {taken[uid]}'s" for uid in uids if uid in taken]
+    assert not clashes, clashes
