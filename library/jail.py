@@ -35,8 +35,16 @@ options:
     description: Tenant uid, within the node's tenant range, not a host account nor another tenant's. Required to create.
     type: int
   gid:
-    description: Tenant gid. Defaults to the uid.
+    description:
+      - Tenant gid. Defaults to the uid.
+      - Another tenant's group (its uid, or a gid it was given) is refused unless O(shared_gid).
     type: int
+  shared_gid:
+    description:
+      - Allow O(gid) to be another tenant's group, so the two tenants share files through group permissions.
+      - Only checked when the jail is created.
+    type: bool
+    default: false
   layout:
     description: V(bind) (read-only base, private /home and /tmp) or V(overlay) (copy-on-write upper layer over the base).
     type: str
@@ -91,6 +99,8 @@ options:
     description:
       - Many jails in one task, each a dict with the options above (O(name) required, O(state) defaulting to the task's).
       - Every item is validated before anything changes.
+      - If one jail fails (say, a live session refuses its unmount), the task fails at it and reports C(changed)
+        for the jails changed before it, C(failed_jail), C(error) and C(not_attempted).
     type: list
     elements: dict
   exclusive:
@@ -155,15 +165,44 @@ count:
   returned: when O(jails) is given
   type: dict
   sample: {"total": 1000, "changed": 3}
+failed_jail:
+  description: The jail the task failed at.
+  returned: on failure while applying
+  type: str
+  sample: bob
+error:
+  description: Why that jail failed.
+  returned: on failure while applying
+  type: str
+not_attempted:
+  description: The jails after the failed one, left as they were.
+  returned: on failure while applying
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jailyard.config import load_config
 from ansible.module_utils.jailyard.errors import JailError
-from ansible.module_utils.jailyard.lifecycle import STATES, converge_many
+from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, converge_many
 
 LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall")}
-ITEM_KEYS = ("name", "state", "uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages", "purge", "force")
+ITEM_KEYS = (
+    "name",
+    "state",
+    "uid",
+    "gid",
+    "shared_gid",
+    "layout",
+    "image",
+    "hostname",
+    "net",
+    "limits",
+    "program",
+    "packages",
+    "purge",
+    "force",
+)
 
 
 def main() -> None:
@@ -173,6 +212,7 @@ def main() -> None:
             "state": {"type": "str", "choices": list(STATES), "default": "mounted"},
             "uid": {"type": "int"},
             "gid": {"type": "int"},
+            "shared_gid": {"type": "bool", "default": False},
             "layout": {"type": "str", "choices": ["bind", "overlay"]},
             "image": {"type": "str"},
             "hostname": {"type": "str"},
@@ -206,6 +246,17 @@ def main() -> None:
                 items.append(item)
             defaults = {"state": p["state"], "purge": p["purge"], "force": p["force"]}
         results = converge_many(cfg, items, check=module.check_mode, exclusive=p["exclusive"] and not single, defaults=defaults)
+    except PartialFailure as exc:
+        changed = [r for r in exc.results if r.changed]
+        module.fail_json(
+            msg=str(exc),
+            changed=bool(changed),
+            actions=[a for r in changed for a in r.actions],
+            results=[r.as_dict() for r in changed],
+            failed_jail=exc.failed,
+            error=exc.error,
+            not_attempted=exc.not_attempted,
+        )
     except JailError as exc:
         module.fail_json(msg=str(exc))
     changed = [r for r in results if r.changed]

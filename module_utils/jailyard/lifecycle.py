@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import leftovers, registry
 from .config import Config
 from .errors import JailError
 from .image import image_rootfs, resolve_image
@@ -29,6 +29,8 @@ from .spec import LIMIT_KEYS, TenantSpec, check_name
 STATES = ("present", "mounted", "unmounted", "absent")
 SMALL_BATCH = 16
 SPEC_KEYS = ("uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages")
+# How each interface spells the options its errors point to (jailctl passes its own).
+MODULE_FLAGS = {"force": "force=true", "purge": "purge=true", "shared_gid": "shared_gid=true"}
 
 
 @dataclasses.dataclass
@@ -42,6 +44,27 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+class PartialFailure(JailError):
+    """A run that failed at one jail: what changed before it, which jail failed and why, what was not attempted."""
+
+    def __init__(self, failed: str, error: str, results: list[Result], not_attempted: list[str]) -> None:
+        done = [r.name for r in results if r.changed]
+        parts = [error]
+        if done:
+            parts.append(f"changed before it: {', '.join(done)}")
+        if not_attempted:
+            parts.append(f"not attempted: {', '.join(not_attempted)}")
+        super().__init__("; ".join(parts))
+        self.failed = failed
+        self.error = error
+        self.results = results
+        self.not_attempted = not_attempted
+
+    @property
+    def changed(self) -> bool:
+        return any(r.changed for r in self.results)
 
 
 class _Observed:
@@ -72,9 +95,9 @@ class _Observed:
         return {"state": state, "spec": self.spec.to_dict() if self.spec else None, "mounts": list(self.mounted)}
 
 
-def converge(cfg: Config, params: dict[str, Any], check: bool = False) -> Result:
+def converge(cfg: Config, params: dict[str, Any], check: bool = False, flags: dict[str, str] | None = None) -> Result:
     """Bring one jail to params['state'] (default mounted)."""
-    return converge_many(cfg, [params], check=check)[0]
+    return converge_many(cfg, [params], check=check, flags=flags)[0]
 
 
 def converge_many(
@@ -83,10 +106,20 @@ def converge_many(
     check: bool = False,
     exclusive: bool = False,
     defaults: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> list[Result]:
-    """Converge many jails in one pass; with exclusive, unlisted jails are removed (homes kept unless purge)."""
+    """Converge many jails in one pass; with exclusive, unlisted jails are removed (homes kept unless purge).
+
+    A failure after some jail changed raises PartialFailure, which tells what
+    changed, which jail failed and why, and which were not attempted.
+    """
     defaults = dict(defaults or {})
+    flags = {**MODULE_FLAGS, **(flags or {})}
     wanted = [{**defaults, **{k: v for k, v in item.items() if v is not None}} for item in items]
+    for item in wanted:
+        if isinstance(item.get("limits"), dict):
+            # Unset limits (None: a module's suboptions fill every key) keep the existing spec's or the defaults.
+            item["limits"] = {k: v for k, v in item["limits"].items() if v is not None}
     names: set[str] = set()
     uids: dict[int, str] = {}
     for item in wanted:
@@ -104,8 +137,10 @@ def converge_many(
             if uid in uids:
                 raise JailError(f"uid {uid} is given to both {uids[uid]!r} and {name!r}")
             uids[uid] = name
+    strays = leftovers.Strays(cfg)
     if exclusive:
-        for name in registry.list_tenants(cfg):
+        # Unlisted tenants, and names only an interrupted run left something of.
+        for name in sorted(set(registry.list_tenants(cfg)) | strays.orphans(cfg)):
             if name not in names:
                 wanted.append(
                     {"name": name, "state": "absent", "purge": defaults.get("purge", False), "force": defaults.get("force", False)}
@@ -115,20 +150,37 @@ def converge_many(
     host_uids = {p.pw_uid: p.pw_name for p in pwd.getpwall()}
     # Validate every item before anything changes.
     prepared = [(item, _Observed(cfg, item["name"], mounts)) for item in wanted]
-    specs = [None if item["state"] == "absent" else _wanted_spec(cfg, item, obs, host_uids) for item, obs in prepared]
-    results = []
-    touched = False
-    for (item, obs), spec in zip(prepared, specs, strict=True):
-        result = _converge_one(cfg, item, obs, spec, mounts, check)
-        touched |= result.changed
-        results.append(result)
-    if touched and not check:
-        _syncfs(cfg.tenants_dir)
+    claimed: dict[int, str] = {}  # ids of the jails this run creates: uid and gid
+    specs = [None if item["state"] == "absent" else _wanted_spec(cfg, item, obs, host_uids, flags, claimed) for item, obs in prepared]
+    results: list[Result] = []
+    try:
+        for (item, obs), spec in zip(prepared, specs, strict=True):
+            try:
+                results.append(_converge_one(cfg, item, obs, spec, mounts, check, strays, flags))
+            except JailError as exc:
+                failed, error = item["name"], str(exc)
+            except OSError as exc:
+                # A full disk, a read-only filesystem: name the jail and the path.
+                failed, error = item["name"], f"jail {item['name']}: {exc.filename or 'write'}: {exc.strerror}"
+            else:
+                continue
+            later = [i["name"] for i, _ in prepared[len(results) + 1 :]]
+            raise PartialFailure(failed, error, results, later) from None
+    finally:
+        if not check and any(r.changed for r in results):
+            _syncfs(cfg.tenants_dir)
     return results
 
 
 def _converge_one(
-    cfg: Config, item: dict[str, Any], obs: _Observed, spec: TenantSpec | None, mounts: dict[str, list[MountInfo]] | None, check: bool
+    cfg: Config,
+    item: dict[str, Any],
+    obs: _Observed,
+    spec: TenantSpec | None,
+    mounts: dict[str, list[MountInfo]] | None,
+    check: bool,
+    strays: leftovers.Strays,
+    flags: dict[str, str],
 ) -> Result:
     name, state = item["name"], item["state"]
     jail_mounts = mounts.get(name) if mounts is not None else None
@@ -140,17 +192,21 @@ def _converge_one(
             obs = _Observed(cfg, name, None)
             jail_mounts = None
         if state == "absent":
-            _remove(cfg, obs, bool(item.get("purge")), bool(item.get("force")), check, result, jail_mounts)
+            purge = bool(item.get("purge"))
+            _remove(cfg, obs, purge, bool(item.get("force")), check, result, jail_mounts, strays, flags)
+            if purge and not check:
+                lock.unlink_locked()  # the last trace: lockers waiting on it take a new one
             result.after = {"state": "absent", "spec": None, "mounts": []}
         else:
             assert spec is not None
+            _clear_strays(cfg, name, strays, spec.uid, check, result)
             plan = _ensure_created(cfg, spec, obs, check, result)
             mounted = list(obs.mounted)
             if state == "mounted":
                 plan = _mount(cfg, spec, plan, check, result)
                 mounted = plan.targets()
             elif state == "unmounted":
-                _unmount(cfg, obs, plan, bool(item.get("force")), check, result, jail_mounts)
+                _unmount(cfg, obs, plan, bool(item.get("force")), check, result, jail_mounts, flags)
                 mounted = []
             after_state = "mounted" if mounted and set(plan.targets()) <= set(mounted) else ("present" if not mounted else "partly mounted")
             result.after = {"state": after_state, "spec": spec.to_dict(), "mounts": mounted}
@@ -178,7 +234,9 @@ def _stale(cfg: Config, obs: _Observed) -> bool:
     return registry.load_spec(cfg, obs.name) != obs.spec
 
 
-def _wanted_spec(cfg: Config, item: dict[str, Any], obs: _Observed, host_uids: dict[int, str]) -> TenantSpec:
+def _wanted_spec(
+    cfg: Config, item: dict[str, Any], obs: _Observed, host_uids: dict[int, str], flags: dict[str, str], claimed: dict[int, str]
+) -> TenantSpec:
     name = item["name"]
     old = obs.spec
     if old is not None:
@@ -204,8 +262,12 @@ def _wanted_spec(cfg: Config, item: dict[str, Any], obs: _Observed, host_uids: d
     if spec.uid in host_uids:
         raise JailError(f"uid {spec.uid} of jail {name} is the host account {host_uids[spec.uid]!r}")
     owner = registry.uid_owner(cfg, spec.uid)
-    if owner not in (None, name):
+    if owner not in (None, name) and not leftovers.reservation_is_stale(cfg, spec.uid, owner):
         raise JailError(f"uid {spec.uid} of jail {name} already belongs to tenant {owner!r}")
+    if not item.get("shared_gid"):
+        _check_own_gid(cfg, spec, flags, claimed)
+    claimed.setdefault(spec.uid, name)
+    claimed.setdefault(spec.gid, name)
     home = obs.tenant_dir / "home" / name
     try:
         st = os.stat(home, follow_symlinks=False)
@@ -219,6 +281,21 @@ def _wanted_spec(cfg: Config, item: dict[str, Any], obs: _Observed, host_uids: d
     return spec
 
 
+def _check_own_gid(cfg: Config, spec: TenantSpec, flags: dict[str, str], claimed: dict[int, str]) -> None:
+    """A new tenant's gid is no other tenant's group (its uid, the default gid, or a gid it was given)."""
+    name, gid = spec.name, spec.gid
+    other = claimed.get(gid)
+    if other in (None, name):
+        other = registry.uid_owner(cfg, gid)
+        if other is not None and other != name and leftovers.reservation_is_stale(cfg, gid, other):
+            other = None
+    if other in (None, name) and gid != spec.uid:
+        # A gid of its own choosing: no other tenant may have it either (one read of each spec).
+        other = next((t for t in registry.list_tenants(cfg) if t != name and getattr(registry.load_spec(cfg, t), "gid", None) == gid), None)
+    if other not in (None, name):
+        raise JailError(f"gid {gid} of jail {name} is the group of tenant {other!r}; set {flags['shared_gid']} to share it")
+
+
 def _plan_for(cfg: Config, spec: TenantSpec) -> MountPlan:
     return plan_mounts(cfg, spec, spec.image_id, image_rootfs(cfg, spec.image_id))
 
@@ -230,21 +307,73 @@ def _ensure_created(cfg: Config, spec: TenantSpec, obs: _Observed, check: bool, 
         # A mounted jail keeps the image it was mounted with; a new one applies at the next mount.
         spec.image_id = obs.plan.image
     plan = _plan_for(cfg, spec)
+    _take_stale_uid(cfg, spec, check, result)
     if obs.spec is None and not tdir.exists():
         result.actions.append(f"create jail {name} (uid {spec.uid}, {spec.layout} layout, image {spec.image_id[:12]})")
         if not check:
-            registry.reserve_uid(cfg, spec.uid, name)
-            staging = cfg.tenants_dir / f".new-{name}"
-            with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
-                remove_tree(tenants_fd, staging.name)
-                os.mkdir(staging.name, 0o755, dir_fd=tenants_fd)
-            _populate(staging, spec, plan, check=False, result=None, fresh=True)
-            os.rename(staging, tdir)
+            reserved = registry.reserve_uid(cfg, spec.uid, name)
+            staging = cfg.tenants_dir / f"{leftovers.STAGING_PREFIX}{name}"
+            try:
+                with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
+                    remove_tree(tenants_fd, staging.name)
+                    os.mkdir(staging.name, 0o755, dir_fd=tenants_fd)
+                _populate(staging, spec, plan, check=False, result=None, fresh=True)
+                os.rename(staging, tdir)
+            except BaseException:
+                # Nothing half-created stays behind (a kill here is cleared by the next run).
+                with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
+                    remove_tree(tenants_fd, staging.name)
+                if reserved:
+                    registry.release_uid(cfg, spec.uid, name)
+                raise
         return plan
     if not check:
         registry.reserve_uid(cfg, spec.uid, name)
     _populate(tdir, spec, plan, check, result)
     return plan
+
+
+def _take_stale_uid(cfg: Config, spec: TenantSpec, check: bool, result: Result) -> None:
+    """A uid reserved by an interrupted run of another name goes back to the pool (under that name's lock)."""
+    owner = registry.uid_owner(cfg, spec.uid)
+    if owner in (None, spec.name):
+        return
+    if not check:
+        with tenant_lock(cfg, owner, wait=False) as locked:
+            if not locked or not leftovers.reservation_is_stale(cfg, spec.uid, owner):
+                raise JailError(f"uid {spec.uid} of jail {spec.name} already belongs to tenant {owner!r}")
+            registry.release_uid(cfg, spec.uid, owner)
+    result.actions.append(f"release uid {spec.uid} (left by an interrupted run of {owner})")
+
+
+def _clear_strays(cfg: Config, name: str, strays: leftovers.Strays, keep_uid: int | None, check: bool, result: Result) -> None:
+    """Clear what interrupted runs of this name left: its staging dir, uids it no longer keeps (holding its lock)."""
+    if name in strays.staging:
+        staging = f"{leftovers.STAGING_PREFIX}{name}"
+        with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
+            if os.path.lexists(cfg.tenants_dir / staging):
+                result.actions.append(f"remove {staging} (left by an interrupted create)")
+                if not check:
+                    remove_tree(tenants_fd, staging)
+    for uid in sorted(strays.uids.get(name, [])):
+        if uid != keep_uid and registry.uid_owner(cfg, uid) == name:
+            result.actions.append(f"release uid {uid} (left by an interrupted run)")
+            if not check:
+                registry.release_uid(cfg, uid, name)
+
+
+class _writing:
+    """An OSError (a full disk) while writing path names the jail and the path."""
+
+    def __init__(self, name: str, path: Path | str) -> None:
+        self.name, self.path = name, path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if isinstance(exc, OSError) and not isinstance(exc, JailError):
+            raise JailError(f"jail {self.name}: cannot write {self.path}: {exc.strerror}") from exc
 
 
 def _populate(tdir: Path, spec: TenantSpec, plan: MountPlan, check: bool, result: Result | None, fresh: bool = False) -> None:
@@ -259,7 +388,7 @@ def _populate(tdir: Path, spec: TenantSpec, plan: MountPlan, check: bool, result
             result.actions.append(what)
 
     name, uid, gid = spec.name, spec.uid, spec.gid
-    with opened(os.open(tdir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as tfd:
+    with _writing(name, tdir), opened(os.open(tdir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as tfd:
         note(ensure_dir(tfd, "home", 0o755, 0, 0, check, f"{name}/home"), f"fix {name}/home")
         note(ensure_dir(tfd, "etc", 0o755, 0, 0, check, f"{name}/etc"), f"fix {name}/etc")
         if spec.layout == "bind":
@@ -290,11 +419,13 @@ def _populate(tdir: Path, spec: TenantSpec, plan: MountPlan, check: bool, result
                 same = False
             note(not same, f"write {name}/{rel}")
         elif fresh:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
+            with _writing(name, path):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(text)
         else:
-            note(atomic_write(path, text, 0o644, durable=False), f"write {name}/{rel}")
+            with _writing(name, path):
+                note(atomic_write(path, text, 0o644, durable=False), f"write {name}/{rel}")
 
 
 def _mount(cfg: Config, spec: TenantSpec, plan: MountPlan, check: bool, result: Result) -> MountPlan:
@@ -309,8 +440,9 @@ def _mount(cfg: Config, spec: TenantSpec, plan: MountPlan, check: bool, result: 
             plan = _plan_for(cfg, spec)
             if not check:
                 tdir = cfg.tenant_dir(spec.name)
-                atomic_write(tdir / "plan", plan.render(), 0o644)
-                atomic_write(tdir / "tenant.json", spec.to_json(), 0o644)
+                for rel, text in (("plan", plan.render()), ("tenant.json", spec.to_json())):
+                    with _writing(spec.name, tdir / rel):
+                        atomic_write(tdir / rel, text, 0o644)
     # Without its root every piece is mounted again (stale leftovers are cleared first).
     missing = [m.target for m, ok in zip(plan.mounts, present, strict=True) if not ok or not present[0]]
     result.actions.append(f"mount {spec.name}: {' '.join(missing)}")
@@ -321,14 +453,22 @@ def _mount(cfg: Config, spec: TenantSpec, plan: MountPlan, check: bool, result: 
 
 
 def _unmount(
-    cfg: Config, obs: _Observed, plan: MountPlan | None, force: bool, check: bool, result: Result, mounts: list[MountInfo] | None
+    cfg: Config,
+    obs: _Observed,
+    plan: MountPlan | None,
+    force: bool,
+    check: bool,
+    result: Result,
+    mounts: list[MountInfo] | None,
+    flags: dict[str, str],
 ) -> None:
     if not obs.mounted:
         return
     sessions = live_sessions(cfg, obs.name, prune=not check)
     if sessions and not force:
         raise JailError(
-            f"jail {obs.name} has {len(sessions)} live session(s) (pids {' '.join(map(str, sessions))}); set force to unmount it anyway"
+            f"jail {obs.name} has {len(sessions)} live session(s) (pids {' '.join(map(str, sessions))}); "
+            f"set {flags['force']} to unmount it anyway"
         )
     result.actions.append(f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}")
     if not check:
@@ -336,19 +476,34 @@ def _unmount(
         unmount_jail(root, mounts, detach=force)
 
 
-def _remove(cfg: Config, obs: _Observed, purge: bool, force: bool, check: bool, result: Result, mounts: list[MountInfo] | None) -> None:
+def _remove(
+    cfg: Config,
+    obs: _Observed,
+    purge: bool,
+    force: bool,
+    check: bool,
+    result: Result,
+    mounts: list[MountInfo] | None,
+    strays: leftovers.Strays,
+    flags: dict[str, str],
+) -> None:
     name = obs.name
     tdir = obs.tenant_dir
-    uid = obs.spec.uid if obs.spec else _home_owner(cfg, name)
-    if obs.mounted or obs.spec is not None:
+    uid = leftovers.kept_uid(cfg, name, obs.spec.uid if obs.spec else None)
+    if obs.mounted or obs.spec is not None or purge:
         sessions = live_sessions(cfg, name, prune=not check)
         if sessions and purge:
             raise JailError(f"jail {name} has {len(sessions)} live session(s); purging it is refused")
-        _unmount(cfg, obs, obs.plan, force, check, result, mounts)
+        _unmount(cfg, obs, obs.plan, force, check, result, mounts, flags)
+    # What interrupted runs left; a kept home keeps its uid.
+    _clear_strays(cfg, name, strays, uid, check, result)
+    if purge:
+        _remove_cgroups(cfg, name, check, result)
     with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
         if not os.path.lexists(tdir):
             if purge:
                 _release(cfg, name, uid, check, result)
+                _remove_run_records(cfg, name, check, result)
             return
         with opened(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=tenants_fd)) as tfd:
             # The plan goes first: without it the launcher refuses the jail.
@@ -377,13 +532,7 @@ def _remove(cfg: Config, obs: _Observed, purge: bool, force: bool, check: bool, 
                 raise JailError(f"cannot remove jail root {root}: {exc.strerror}") from exc
     if purge:
         _release(cfg, name, uid, check, result)
-
-
-def _home_owner(cfg: Config, name: str) -> int | None:
-    try:
-        return os.stat(cfg.tenant_dir(name) / "home" / name, follow_symlinks=False).st_uid
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        _remove_run_records(cfg, name, check, result)
 
 
 def _release(cfg: Config, name: str, uid: int | None, check: bool, result: Result) -> None:
@@ -391,7 +540,25 @@ def _release(cfg: Config, name: str, uid: int | None, check: bool, result: Resul
     if uid is not None and registry.uid_owner(cfg, uid) == name:
         result.actions.append(f"release uid {uid}")
         if not check:
-            os.unlink(cfg.uid_index() / str(uid))
+            registry.release_uid(cfg, uid, name)
+
+
+def _remove_cgroups(cfg: Config, name: str, check: bool, result: Result) -> None:
+    """A purged tenant's cgroups (v1 and v2); the live-session check before makes them empty."""
+    paths = leftovers.tenant_cgroups(cfg, name, leftovers.CGROUP_ROOT)
+    if paths:
+        result.actions.append(f"remove the cgroups of {name}: {' '.join(map(str, paths))}")
+        if not check:
+            for path in paths:
+                leftovers.remove_cgroup(path)
+
+
+def _remove_run_records(cfg: Config, name: str, check: bool, result: Result) -> None:
+    """A purged tenant's ended session records and last-use stamp (its lock goes last, by the caller)."""
+    for path in leftovers.run_records(cfg, name):
+        result.actions.append(f"remove {path}")
+        if not check:
+            leftovers.remove_run_record(path)
 
 
 def _syncfs(path: Path) -> None:
