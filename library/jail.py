@@ -59,7 +59,9 @@ options:
     description: Whether C(jailrun --net) may give the jail the host network.
     type: bool
   limits:
-    description: Limits the launcher enforces; C(jailrun) options may only tighten them. 0 means unlimited.
+    description:
+      - Limits the launcher enforces; C(jailrun) options may only tighten them. 0 means unlimited.
+      - Keys left out keep the jail's value, or for a new jail the node's default.
     type: dict
     suboptions:
       cpu:
@@ -97,12 +99,79 @@ options:
     default: false
   jails:
     description:
-      - Many jails in one task, each a dict with the options above (O(name) required, O(state) defaulting to the task's).
+      - Many jails in one task, each a dict with the options above (O(name) required; O(state), O(purge) and O(force)
+        default to the task's). Ansible checks each item's keys and types.
       - Every item is validated before anything changes.
       - If one jail fails (say, a live session refuses its unmount), the task fails at it and reports C(changed)
         for the jails changed before it, C(failed_jail), C(error) and C(not_attempted).
     type: list
     elements: dict
+    suboptions:
+      name:
+        description: The jail name.
+        type: str
+        required: true
+      state:
+        description: As O(state); defaults to the task's.
+        type: str
+        choices: [present, mounted, unmounted, absent]
+      uid:
+        description: As O(uid).
+        type: int
+      gid:
+        description: As O(gid).
+        type: int
+      shared_gid:
+        description: As O(shared_gid).
+        type: bool
+      layout:
+        description: As O(layout).
+        type: str
+        choices: [bind, overlay]
+      image:
+        description: As O(image).
+        type: str
+      hostname:
+        description: As O(hostname).
+        type: str
+      net:
+        description: As O(net).
+        type: bool
+      limits:
+        description: As O(limits); unset keys keep the jail's or the node's defaults.
+        type: dict
+        suboptions:
+          cpu:
+            description: CPU seconds per process.
+            type: int
+          mem:
+            description: Memory in bytes.
+            type: int
+          procs:
+            description: Processes of the tenant.
+            type: int
+          fsize:
+            description: Largest file in bytes.
+            type: int
+          nofile:
+            description: Open files per process.
+            type: int
+          wall:
+            description: Wall-clock seconds per session.
+            type: int
+      program:
+        description: As O(program).
+        type: str
+      packages:
+        description: As O(packages).
+        type: list
+        elements: str
+      purge:
+        description: As O(purge); defaults to the task's.
+        type: bool
+      force:
+        description: As O(force); defaults to the task's.
+        type: bool
   exclusive:
     description: With O(jails), remove every jail that is not listed (homes kept unless O(purge)).
     type: bool
@@ -187,42 +256,31 @@ from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, converge_many
 
 LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall")}
-ITEM_KEYS = (
-    "name",
-    "state",
-    "uid",
-    "gid",
-    "shared_gid",
-    "layout",
-    "image",
-    "hostname",
-    "net",
-    "limits",
-    "program",
-    "packages",
-    "purge",
-    "force",
-)
+# One jail's options: the single form's, and each item of `jails` (unset: None, so the task's apply).
+ITEM_OPTIONS = {
+    "name": {"type": "str"},
+    "state": {"type": "str", "choices": list(STATES)},
+    "uid": {"type": "int"},
+    "gid": {"type": "int"},
+    "shared_gid": {"type": "bool"},
+    "layout": {"type": "str", "choices": ["bind", "overlay"]},
+    "image": {"type": "str"},
+    "hostname": {"type": "str"},
+    "net": {"type": "bool"},
+    "limits": {"type": "dict", "options": LIMITS},
+    "program": {"type": "str"},
+    "packages": {"type": "list", "elements": "str"},
+    "purge": {"type": "bool"},
+    "force": {"type": "bool"},
+}
+TASK_DEFAULTS = {"state": "mounted", "shared_gid": False, "purge": False, "force": False}
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str"},
-            "state": {"type": "str", "choices": list(STATES), "default": "mounted"},
-            "uid": {"type": "int"},
-            "gid": {"type": "int"},
-            "shared_gid": {"type": "bool", "default": False},
-            "layout": {"type": "str", "choices": ["bind", "overlay"]},
-            "image": {"type": "str"},
-            "hostname": {"type": "str"},
-            "net": {"type": "bool"},
-            "limits": {"type": "dict", "options": LIMITS},
-            "program": {"type": "str"},
-            "packages": {"type": "list", "elements": "str"},
-            "purge": {"type": "bool", "default": False},
-            "force": {"type": "bool", "default": False},
-            "jails": {"type": "list", "elements": "dict"},
+            **{key: {**spec, "default": TASK_DEFAULTS[key]} if key in TASK_DEFAULTS else spec for key, spec in ITEM_OPTIONS.items()},
+            "jails": {"type": "list", "elements": "dict", "options": {**ITEM_OPTIONS, "name": {"type": "str", "required": True}}},
             "exclusive": {"type": "bool", "default": False},
             "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
         },
@@ -235,16 +293,11 @@ def main() -> None:
     try:
         cfg = load_config(p["config"])
         if single:
-            items = [{k: p[k] for k in ITEM_KEYS}]
+            items = [{k: p[k] for k in ITEM_OPTIONS}]
             defaults = {}
         else:
-            items = []
-            for index, item in enumerate(p["jails"]):
-                unknown = sorted(set(item) - set(ITEM_KEYS))
-                if unknown:
-                    raise JailError(f"jails[{index}] has unknown keys {unknown}: expected some of {', '.join(ITEM_KEYS)}")
-                items.append(item)
-            defaults = {"state": p["state"], "purge": p["purge"], "force": p["force"]}
+            items = p["jails"]
+            defaults = {k: p[k] for k in ("state", "shared_gid", "purge", "force")}
         results = converge_many(cfg, items, check=module.check_mode, exclusive=p["exclusive"] and not single, defaults=defaults)
     except PartialFailure as exc:
         changed = [r for r in exc.results if r.changed]

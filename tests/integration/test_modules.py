@@ -181,3 +181,19 @@ def test_jail_image_installed_reports_the_actions_it_took(tmp_path: Path) -> Non
     assert first["actions"] == [f"install image {image_id} from {archive}", f"make image {image_id} current"]
     ok, second = adhoc(cfg, tmp_path, "jail_image", args)
     assert ok and second["changed"] is False and second["actions"] == [], second
+
+
+def test_bulk_items_are_checked_by_ansibles_argument_spec(cfg: Config, tmp_path: Path) -> None:
+    """The keys and types of `jails` items were checked by hand; now by their suboptions."""
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "colour": "blue"}]})
+    assert not ok
+    assert result["msg"].startswith("Unsupported parameters for (jail) module: jails.colour."), result["msg"]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"uid": 10001}]})
+    assert not ok and result["msg"] == "missing required arguments: name found in jails", result["msg"]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": "many"}]})
+    assert not ok and "'many'\" cannot be converted to an int" in result["msg"], result["msg"]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "state": "gone"}]})
+    assert not ok and result["msg"].startswith("value of state must be one of: present, mounted"), result["msg"]
+    assert not any(cfg.tenants_dir.iterdir())
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "limits": {"mem": 1048576}}], "state": "present"})
+    assert ok and result["count"] == {"total": 1, "changed": 1}, result
