@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import registry
 from .config import Config
 from .errors import JailError
 from .plan import is_valid_name
@@ -68,8 +69,6 @@ def kept_uid(cfg: Config, name: str, spec_uid: int | None) -> int | None:
 
 def reservation_is_stale(cfg: Config, uid: int, owner: str) -> bool:
     """Whether .uids/<uid> -> owner is left over (call it holding owner's lock)."""
-    from . import registry
-
     if registry.uid_owner(cfg, uid) != owner:
         return False
     spec = registry.load_spec(cfg, owner)
