@@ -145,3 +145,14 @@ def test_mount_step_settings_and_config_share_defaults(tmp_path) -> None:
     cfg = load_config(tmp_path / "missing.conf")
     for key, value in DEFAULTS.items():
         assert str(getattr(cfg, key)) == str(value), key
+
+
+def test_plan_imports_nothing_of_spec() -> None:
+    """spec.py and plan.py imported each other (plan.py under TYPE_CHECKING); now only spec.py imports plan.py."""
+    import ast
+
+    import jailyard.plan
+
+    tree = ast.parse(Path(jailyard.plan.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "spec" not in imported and "lifecycle" not in imported, imported
