@@ -89,11 +89,11 @@ def converge_many(
     defaults = dict(defaults or {})
     flags = {**MODULE_FLAGS, **(flags or {})}
     items = normalize(list(items), defaults)
-    strays = leftovers.Strays(cfg)
+    strays = leftovers.Strays(cfg, scan=exclusive)
     if exclusive:
         # Unlisted tenants, and names only an interrupted run left something of.
         listed = {item["name"] for item in items}
-        for name in sorted(set(registry.list_tenants(cfg)) | strays.orphans(cfg)):
+        for name in sorted(set(registry.list_tenants(cfg)) | strays.orphans()):
             if name not in listed:
                 items.append(
                     {"name": name, "state": "absent", "purge": defaults.get("purge", False), "force": defaults.get("force", False)}
@@ -103,6 +103,10 @@ def converge_many(
     hosts = host_uids()
     # Validate every item before anything changes.
     observed = [observe(cfg, item["name"], mounts) for item in items]
+    if not strays.uids_read and any(
+        o.spec is None or (i["state"] == "absent" and i.get("purge")) for i, o in zip(items, observed, strict=True)
+    ):
+        strays.read_uids(cfg)  # a create, a purge or a name without a spec may have uids an interrupted run left
     claimed: dict[int, str] = {}  # uids and gids of the jails this run creates
     wants = [wanted(cfg, item, obs, hosts, flags, claimed) for item, obs in zip(items, observed, strict=True)]
     results: list[Result] = []

@@ -109,7 +109,7 @@ def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check:
     obs.root_dir = root.is_dir() and not root.is_symlink()
     obs.home_owner = leftovers.kept_uid(cfg, name, None)
     obs.sessions = live_sessions(cfg, name, prune=not check)
-    obs.staging = name in strays.staging
+    obs.staging = strays.has_staging(cfg, name)
     obs.stray_uids = sorted(strays.uids.get(name, []))
     if purge:
         obs.cgroups = [str(p) for p in leftovers.tenant_cgroups(cfg, name, leftovers.CGROUP_ROOT)]
