@@ -180,32 +180,35 @@ def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> 
 
 def plan_removal(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -> list[Step]:
     """Unmount, remove the spec, plan and passwd (and with purge the home, the uid and every trace of the tenant)."""
-    name = obs.name
     kept_uid = obs.spec.uid if obs.spec else obs.home_owner
     if want.purge and obs.sessions:
-        raise JailError(f"jail {name} has {len(obs.sessions)} live session(s); purging it is refused")
+        raise JailError(f"jail {obs.name} has {len(obs.sessions)} live session(s); purging it is refused")
     steps = _unmount(cfg, obs, want.force, flags)
     steps += _clear_strays(obs, keep_uid=kept_uid)
     if want.purge and obs.cgroups:
-        steps.append(Step("remove-cgroups", f"remove the cgroups of {name}: {' '.join(obs.cgroups)}", paths=tuple(obs.cgroups)))
-    if obs.tenant_dir:
-        # The plan goes first: without it the launcher refuses the jail.
-        for rel in ("plan", "tenant.json", "etc"):
-            if obs.entries.get(rel) is not None:
-                steps.append(Step("remove", f"remove {name}/{rel}", path=rel, where="tenant"))
-        if want.purge:
-            for rel in ("home", "tmp", "upper", "work"):
-                if obs.entries.get(rel) is not None:
-                    steps.append(Step("remove", f"purge {name}/{rel}", path=rel, where="tenant"))
-            steps.append(Step("remove-tenant-dir", f"remove {cfg.tenant_dir(name)}"))
+        steps.append(Step("remove-cgroups", f"remove the cgroups of {obs.name}: {' '.join(obs.cgroups)}", paths=tuple(obs.cgroups)))
+    steps += _tenant_dir_removal(cfg, obs, want.purge)
     if obs.root_dir:
-        root = cfg.jail_root(name)
+        root = cfg.jail_root(obs.name)
         steps.append(Step("remove-root", f"remove {root}", path=str(root)))
     if want.purge:
         if kept_uid is not None and kept_uid in obs.stray_uids:
-            steps.append(Step("release-uid", f"release uid {kept_uid}", uid=kept_uid, owner=name))
+            steps.append(Step("release-uid", f"release uid {kept_uid}", uid=kept_uid, owner=obs.name))
         steps += [Step("remove-record", f"remove {path}", path=path) for path in obs.run_records]
         steps.append(Step("drop-lock"))  # the last trace; lockers waiting on it take a new one
+    return steps
+
+
+def _tenant_dir_removal(cfg: Config, obs: Observed, purge: bool) -> list[Step]:
+    """The plan first (without it the launcher refuses the jail), the spec, passwd; with purge all the rest."""
+    if not obs.tenant_dir:
+        return []
+    kept = ("plan", "tenant.json", "etc")
+    steps = [Step("remove", f"remove {obs.name}/{rel}", path=rel, where="tenant") for rel in kept if obs.entries.get(rel)]
+    if purge:
+        data = ("home", "tmp", "upper", "work")
+        steps += [Step("remove", f"purge {obs.name}/{rel}", path=rel, where="tenant") for rel in data if obs.entries.get(rel)]
+        steps.append(Step("remove-tenant-dir", f"remove {cfg.tenant_dir(obs.name)}"))
     return steps
 
 
