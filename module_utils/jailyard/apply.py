@@ -92,7 +92,7 @@ def _make_staging(run: _Run, step: Step) -> None:
 
 
 def _ensure_dir(run: _Run, step: Step) -> None:
-    parent, _, leaf = step.path.rpartition("/")
+    parent, leaf = step.path.rpartition("/")[::2]
     base = run.base(step)
     with opened(os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as bfd:
         if not parent:

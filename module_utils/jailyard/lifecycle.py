@@ -175,7 +175,7 @@ def mount_tenant(cfg: Config, name: str, lock_held: bool = False) -> Result:
         plan = registry.load_plan(cfg, name) or mount_plan(cfg, spec)
         present = [is_mount_root(t) for t in plan.targets()]
         current = resolve_image(cfg, "current") if spec.image == "current" and not any(present) else None
-        _, steps = plan_mount(cfg, spec, plan, present, current)
+        steps = plan_mount(cfg, spec, plan, present, current)[1]
         apply_steps(cfg, name, steps, lock)
     result.actions = [s.action for s in steps if s.action]
     result.changed = bool(result.actions)
