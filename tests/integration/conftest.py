@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from jailtest import make_config, remove_cgroups
+from jailtest import REPO, make_config, remove_cgroups
 from jailyard.config import Config
+
+# tests/bench imports REPO from the module named "conftest", which is this one once
+# pytest has imported it (conftest modules share that name): keep it there too.
+__all__ = ["REPO", "cfg", "own_cgroups_removed"]
 
 CGROUP_NAME = f"jailyard-test-integration-{os.getpid()}"
 
