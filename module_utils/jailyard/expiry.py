@@ -16,6 +16,7 @@ import time
 from .config import Config
 from .errors import JailError
 from .kernel import is_mount_root
+from .leftovers import rmdir_cgroup
 from .lock import tenant_lock
 from .mount import detach_jail
 from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
@@ -110,29 +111,9 @@ def remove_session_cgroups(cfg: Config, ended: list[tuple[str, int]], root: str 
         if _is_jailrun(pid):
             continue
         for path in sorted(glob.glob(f"{root}/*/{cfg.cgroup_name}/{name}/s{pid}") + glob.glob(f"{root}/{cfg.cgroup_name}/{name}/s{pid}")):
-            if _rmdir_cgroup(path):
+            if rmdir_cgroup(path):
                 removed.append(path)
     return removed
-
-
-def _rmdir_cgroup(path: str) -> bool:
-    """rmdir a cgroup; one whose last process just died may refuse (EBUSY) for a moment while the
-    kernel takes it offline, so an empty one is tried a few times. False: processes inside, or gone."""
-    for attempt in range(6):
-        try:
-            os.rmdir(path)
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError:
-            try:
-                with open(f"{path}/cgroup.procs") as fh:
-                    if fh.read().strip():
-                        return False  # a live process: not stale after all
-            except OSError:
-                return False
-            time.sleep(0.01 * 2**attempt)  # at most 0.6 s in all, only for a cgroup that refuses
-    return False
 
 
 def _is_jailrun(pid: int) -> bool:

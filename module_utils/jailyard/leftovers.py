@@ -14,6 +14,7 @@ staging dir and reservation exist), by `lifecycle`.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from . import registry
@@ -110,13 +111,29 @@ def tenant_cgroups(cfg: Config, name: str, root: str = CGROUP_ROOT) -> list[Path
     return found
 
 
+def rmdir_cgroup(path: str | Path) -> bool:
+    """rmdir a cgroup; one whose last process just died may refuse (EBUSY) for a moment while the
+    kernel takes it offline, so an empty one is tried a few times. False: processes inside, or gone."""
+    for attempt in range(6):
+        try:
+            os.rmdir(path)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            try:
+                with open(f"{path}/cgroup.procs") as fh:
+                    if fh.read().strip():
+                        return False  # a live process: not stale after all
+            except OSError:
+                return False
+            time.sleep(0.01 * 2**attempt)  # at most 0.6 s in all, only for a cgroup that refuses
+    return False
+
+
 def remove_cgroup(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise JailError(f"cannot remove cgroup {path}: {exc.strerror} (processes still in it?)") from exc
+    if not rmdir_cgroup(path) and path.is_dir():
+        raise JailError(f"cannot remove cgroup {path}: processes are still in it")
 
 
 def run_records(cfg: Config, name: str) -> list[Path]:
