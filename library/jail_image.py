@@ -228,7 +228,10 @@ def main() -> None:
                 result.update(changed=pending, actions=[f"verify and install {p['archive']}"] if pending else [])
             else:
                 changed, image_id = imagebuild.install_packed(cfg, Path(p["archive"]), p["sha256"])
-                result.update(changed=changed, image_id=image_id)
+                actions = [] if image_id in before["images"] else [f"install image {image_id} from {p['archive']}"]
+                if changed and before["current"] != image_id:
+                    actions.append(f"make image {image_id} current")
+                result.update(changed=bool(actions), image_id=image_id, actions=actions)
         if p["gc"]:
             removed = image.gc_images(cfg, check=module.check_mode)
             result["removed"] = removed
