@@ -19,7 +19,7 @@ from imagetest import CACHE, bookworm, needs_root_and_debootstrap
 
 from jailtest import REPO
 from jailyard.config import Config
-from jailyard.image import ensure_image
+from jailyard.imagebuild import ensure_image
 
 
 @pytest.fixture(scope="session")
