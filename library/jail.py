@@ -26,7 +26,7 @@ options:
     description:
       - V(present) makes the spec, plan and home exist and leaves mounts as they are.
       - V(mounted) also mounts every mount of the plan, repairing a partly mounted jail.
-      - V(unmounted) makes it exist with nothing mounted; refused while a session is live unless O(force).
+      - V(unmounted) makes it exist with nothing mounted; refused while a session is live unless O(force); a running tenant service is stopped first.
       - V(absent) unmounts it and removes its spec; home and upper layer are kept unless O(purge).
     type: str
     choices: [present, mounted, unmounted, absent]
@@ -94,7 +94,9 @@ options:
     type: bool
     default: false
   force:
-    description: Unmount even while sessions are live (they keep running on their own copy of the mounts).
+    description:
+      - Unmount (or remove) even while sessions are live, ending them first (every process of each, SIGKILL,
+        as C(jailctl kill)); the actions name them.
     type: bool
     default: false
   jails:

@@ -11,7 +11,8 @@ module: jail_info
 short_description: Facts about tenant jails
 description:
   - Returns, for one jail, a glob of names, or all jails, the spec, whether each mount of the plan
-    is present, the live sessions and the image in use.
+    is present, the live sessions (C(sessions) the launcher pids, C(session_info) caller, program, start,
+    CPU and memory so far, terminal or not, as C(jailctl sessions --json)) and the image in use.
   - Reads each spec once and the mount table once, so it stays fast with ten thousand jails.
 version_added: "1.0.0"
 author: jailyard contributors (@jailyard)
@@ -66,12 +67,17 @@ jails:
       limits: {cpu: 60, mem: 536870912, procs: 64, fsize: 1073741824, nofile: 256, wall: 0}
       mounted: true
       mounts: [{target: /, mounted: true}]
-      sessions: []
+      sessions: [4242]
+      session_info:
+        - {pid: 4242, tenant: alice, caller: 33, caller_name: www-data, program: /bin/sh, terminal: true,
+           started: "2026-12-01T17:30:00Z", init: 4243, processes: 2, cpu_seconds: 0.12,
+           memory_bytes: 3112960, memory_source: cgroup}
       root: /srv/jails/alice
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jailyard.config import load_config
+from ansible.module_utils.jailyard.control import list_sessions
 from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import jail_facts
 
@@ -86,7 +92,14 @@ def main() -> None:
         supports_check_mode=True,
     )
     try:
-        facts = jail_facts(load_config(module.params["config"]), module.params["name"], module.params["disk_usage"])
+        cfg = load_config(module.params["config"])
+        facts = jail_facts(cfg, module.params["name"], module.params["disk_usage"])
+        by_tenant: dict = {}
+        if any(fact["sessions"] for fact in facts):
+            for s in list_sessions(cfg):  # one pass over /proc for all of them
+                by_tenant.setdefault(s.tenant, []).append(s.as_dict())
+        for fact in facts:
+            fact["session_info"] = by_tenant.get(fact["name"], [])
     except JailError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, jails=facts)

@@ -205,7 +205,7 @@ def _read_record(cfg: Config, tenant: str, pid: int) -> dict[str, str]:
         return {}
     fields = {}
     for line in lines[1:]:
-        key, _, value = line.partition(" ")
+        key, value = line.split(" ", 1) if " " in line else (line, "")
         fields[key] = value
     return fields
 

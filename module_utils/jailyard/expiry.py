@@ -21,6 +21,7 @@ from .lock import tenant_lock
 from .mount import detach_jail
 from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
 from .plan import is_valid_name
+from .service import service_running
 from .sessions import last_use_ns, live_sessions, touch_lastuse
 
 
@@ -148,7 +149,7 @@ def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[
     pids: list[int] = []
     live = live_sessions(cfg, name, ended=pids)
     ended += [(name, pid) for pid in pids]
-    if live:
+    if live or service_running(cfg, name):  # a service between two runs (back-off) is in use too
         # In use now: it counts as used just after this pass began, so it must then idle a full interval.
         touch_lastuse(cfg, name, at_ns=now_ns + 1)
         return True

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import TextIO
 
 from .errors import JailError
 from .plan import is_valid_name
@@ -55,6 +56,13 @@ RestartSec=5
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def _say(line: str, stream: TextIO | None = None) -> None:
+    """One line to the journal (under systemd) or the service's log: the loop's stdout or stderr."""
+    out = stream or sys.stdout
+    out.write(line + "\n")
+    out.flush()
 
 
 def _state_path(cfg: Config, name: str) -> str:
@@ -136,7 +144,7 @@ class _Loop:
                     break
                 if rc == 0:
                     self.state["state"] = "exited"
-                    print(f"jailyard-service {self.name}: the program exited 0; not restarting it", flush=True)
+                    _say(f"jailyard-service {self.name}: the program exited 0; not restarting it")
                     return 0
                 if time.monotonic() - started >= self.reset_after:
                     self.state["failures"] = 0
@@ -144,10 +152,7 @@ class _Loop:
                 delay = min(self.max_delay, self.base * 2 ** (self.state["failures"] - 1))
                 self.state.update(state="backoff", next_start=time.time() + delay)
                 _write_state(self.cfg, self.name, self.state)
-                print(
-                    f"jailyard-service {self.name}: exit {rc}, failure {self.state['failures']}, restart in {delay:g} s",
-                    flush=True,
-                )
+                _say(f"jailyard-service {self.name}: exit {rc}, failure {self.state['failures']}, restart in {delay:g} s")
                 deadline = time.monotonic() + delay
                 while not self.stopping and time.monotonic() < deadline:
                     time.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
@@ -272,5 +277,5 @@ def main(argv: list[str] | None = None) -> int:
             raise JailError(f"jail {args.name} has no program to run as a service")
         return run_loop(cfg, args.name, shlex.split(spec.program), jailrun=args.jailrun)
     except JailError as exc:
-        print(f"jailyard-service: error: {exc}", file=sys.stderr)
+        _say(f"jailyard-service: error: {exc}", sys.stderr)
         return 1

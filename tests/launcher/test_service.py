@@ -133,3 +133,31 @@ def test_start_detaches_the_loop_where_there_is_no_systemd_and_stop_ends_it(node
         assert wait_until(lambda: not list_sessions(node.cfg, "quinn"))
         converge(node.cfg, {"name": "quinn", "state": "absent", "force": True, "purge": True})
     assert not service_running(node.cfg, "quinn")
+
+
+def test_expiry_leaves_a_jail_with_a_running_service_mounted(node, service) -> None:
+    """issue 19: between two runs (back-off) a service has no session; expiry must still keep its jail."""
+    from jailyard.expiry import expire_pass
+    from jailyard.lifecycle import converge
+    from jailyard.mountinfo import read_mountinfo
+
+    def mounted() -> bool:
+        root = str(node.cfg.jail_root("sven"))
+        return any(m.target == root for m in read_mountinfo())
+
+    converge(node.cfg, {"name": "sven", "uid": 47124, "state": "mounted"})
+    try:
+        service("sven", "/bin/false", base=3600)  # fails once, then waits an hour
+        assert wait_until(lambda: (status(node.cfg, "sven") or {}).get("state") == "backoff")
+        assert not list_sessions(node.cfg, "sven")
+        expire_pass(node.cfg, log=False)  # the first pass only records its start
+        expire_pass(node.cfg, log=False)
+        assert mounted()
+        stop(node.cfg, "sven", timeout=20)
+        # Control: without the service the jail goes once it has idled a full interval (two passes).
+        expire_pass(node.cfg, log=False)
+        expire_pass(node.cfg, log=False)
+        assert not mounted()
+    finally:
+        stop(node.cfg, "sven", timeout=20)
+        converge(node.cfg, {"name": "sven", "state": "absent", "force": True, "purge": True})
