@@ -44,8 +44,8 @@ KEYS: dict[str, tuple[str, int, int, object]] = {
     "default_nofile": ("number", 0, INT_LIMIT, 256),
     "default_wall": ("number", 0, INT_LIMIT, 0),
 }
-PATH_KEYS = tuple(k for k, (kind, *_) in KEYS.items() if kind == "path")
-DEFAULTS: dict = {k: default for k, (_, _, _, default) in KEYS.items()}
+PATH_KEYS = tuple(k for k, entry in KEYS.items() if entry[0] == "path")
+DEFAULTS: dict = {k: entry[3] for k, entry in KEYS.items()}
 
 _ALLOWED = bytes([9, *range(0x20, 0x7F)])  # printable ASCII and tab only, comments included
 _CGROUP_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -69,7 +69,7 @@ def _valid_abs_path(p: str) -> bool:
 
 def _value(key: str, value: str) -> object:
     """The typed value of one key; JailError (without the line) if it is malformed."""
-    kind, low, high, _ = KEYS[key]
+    kind, low, high = KEYS[key][:3]
     if kind == "path":
         if not _valid_abs_path(value):
             raise JailError(f"{key} must be an absolute path in normal form without spaces, got {_short(value)}")
@@ -141,7 +141,7 @@ def read_config(path: str) -> bytes:
     path = posix.fspath(path)
     if not path.startswith("/"):
         path = f"{posix.getcwd().rstrip('/')}/{path}"  # not normalized: "b/.." is the kernel's to resolve, as for jailrun
-    head, _, name = path.rpartition("/")
+    head, name = path.rsplit("/", 1)
     directory = head.rstrip("/") or "/"
     try:
         dfd = posix.open(directory, posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)

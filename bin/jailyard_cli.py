@@ -11,14 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import image as images
-from .config import DEFAULT_CONFIG_PATH, Config, load_config
-from .control import SESSION_COLUMNS, kill_sessions, kill_summary, list_sessions, session_row
-from .errors import JailError
-from .expiry import expire_pass
-from .lifecycle import converge, jail_facts
-from .registry import load_spec
-from .spec import LIMIT_KEYS
+from jailyard import image as images
+from jailyard.config import DEFAULT_CONFIG_PATH, Config, load_config
+from jailyard.control import SESSION_COLUMNS, kill_sessions, kill_summary, list_sessions, session_row
+from jailyard.errors import JailError
+from jailyard.expiry import expire_pass
+from jailyard.lifecycle import converge, jail_facts
+from jailyard.registry import load_spec
+from jailyard.spec import LIMIT_KEYS
 
 JAILRUN = "/usr/local/sbin/jailrun"
 FLAGS = {"force": "--force", "purge": "--purge", "shared_gid": "--shared-gid"}
