@@ -366,7 +366,8 @@ def kill_sessions(cfg: Config, name: str, session: int | None = None, sig: int |
 
     A pid that is not a live session of this tenant is refused (another tenant's, a stranger's).
     With KILL, returns once the sessions' launchers have gone (and, for all sessions, the tenant's
-    cgroups are empty). {"killed": [pids], "signal": name, "changed": bool, "left": [...]}.
+    cgroups are empty); JailError if some are still there after `timeout` seconds.
+    Returns {"killed": [launcher pids], "signal": "SIGKILL", "changed": bool}.
     """
     _check_name(name)
     sig = parse_signal(sig)
