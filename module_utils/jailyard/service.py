@@ -17,6 +17,11 @@ system, restarted by systemd if the loop itself dies. Elsewhere `start`
 detaches it (setsid) with its output appended to `<log_dir>/<name>.log`.
 `stop` (SIGTERM: passed to the session, SIGKILL after `timeout`) comes before
 any unmount.
+
+Not wired yet (issue 19, left for a follow-up): the spec's `service: true` and
+the jail module option that starts it after a mount, and the jail_launcher
+role installing UNIT as /etc/systemd/system/jailyard@.service; until then
+`start` is called directly (and needs that unit where systemd runs).
 """
 
 from __future__ import annotations
