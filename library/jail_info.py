@@ -16,6 +16,8 @@ description:
   - Reads each spec once and the mount table once, so it stays fast with ten thousand jails.
 version_added: "1.0.0"
 author: jailyard contributors (@jailyard)
+extends_documentation_fragment:
+  - jailyard
 options:
   name:
     description: A jail name or a glob of names.
@@ -25,10 +27,6 @@ options:
     description: Also add up each tenant's disk usage (walks its files, so slower).
     type: bool
     default: false
-  config:
-    description: The node config shared with the launcher.
-    type: path
-    default: /etc/jailyard/jailyard.conf
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -76,7 +74,7 @@ jails:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jailyard.config import load_config
+from ansible.module_utils.jailyard.config import CONFIG_OPTION, load_config
 from ansible.module_utils.jailyard.control import list_sessions
 from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import jail_facts
@@ -87,7 +85,7 @@ def main() -> None:
         argument_spec={
             "name": {"type": "str", "default": "*"},
             "disk_usage": {"type": "bool", "default": False},
-            "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
+            "config": CONFIG_OPTION,
         },
         supports_check_mode=True,
     )
