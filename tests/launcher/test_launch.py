@@ -369,6 +369,32 @@ def test_an_audit_log_that_is_a_symlink_or_in_an_open_directory_is_refused(node,
     assert "launch: caller=0 tenant=alice" in (logdir / "launch.log").read_text()
 
 
+def test_an_audit_log_made_by_a_www_data_launch_is_root_s_not_the_callers_group(node) -> None:
+    """setuid changes only the euid: the first launch by www-data made log/ and launch.log with group
+    www-data (the caller's egid), so the web server could read every tenant's launches."""
+    import shutil
+    import uuid
+
+    work = node.base / f"auditgrp-{uuid.uuid4().hex[:8]}"
+    work.mkdir(mode=0o755)
+    try:
+        log = work / "log" / "launch.log"
+        build = work / "build"
+        subprocess.run(
+            ["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={node.cfg.path}", f"AUDIT_LOG={log}"], check=True
+        )
+        jailrun = work / "build" / "jailrun"
+        jailrun.chmod(0o4755)
+        r = subprocess.run([str(jailrun), "alice", "--", "/bin/true"], capture_output=True, text=True, timeout=60, user=33, group=33)
+        assert r.returncode == 0, r.stderr
+        for path in (log.parent, log):
+            st = path.stat()
+            assert (st.st_uid, st.st_gid) == (0, 0), f"{path} is {st.st_uid}:{st.st_gid}"
+        assert "launch: caller=33 tenant=alice" in log.read_text()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def test_control_characters_in_input_are_escaped_in_errors_and_the_audit_log(node) -> None:
     """issue 12: `jailrun $'rel\\n1' -- true` printed a two-line error; a forged log line was one argument away."""
     results = []
