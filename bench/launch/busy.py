@@ -265,7 +265,7 @@ def measure_sessions(argvs: list[list[str]], program: str, batch: int) -> dict[s
 
 
 def session_memory(
-    jailrun: str, bwrap_for: Any, names: list[str], roots: list[str], slab_per_jail: float | None, program: str = "/bin/sleep"
+    jailrun: str, bwrap_for: Any, names: list[str], roots: list[str], slab_per_jail: float | None, mounted: int, program: str = "/bin/sleep"
 ) -> tuple[list[dict], dict]:
     """len(names) sleeping sessions at once, one per tenant, jailrun then bubblewrap (bwrap_for(root, argv))."""
     n = len(names)
@@ -308,7 +308,7 @@ def session_memory(
         rows.append(
             bk.row(
                 G,
-                f"kernel memory (Slab) per mounted idle jail, {n:,} jails mounted",
+                f"kernel memory (Slab) per mounted idle jail, {mounted:,} jails mounted",
                 slab_per_jail,
                 "KiB",
                 "a live jailrun session",
