@@ -14,6 +14,7 @@ also after a failure or a signal (their finally blocks; the caller's workspace u
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -37,7 +38,7 @@ def percentile(xs: list[float], q: float) -> float | None:
     if not xs:
         return None
     s = sorted(xs)
-    k = max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))
+    k = max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))
     return s[k]
 
 
