@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -190,12 +191,13 @@ def rollup(pid: int) -> dict[str, int]:
 KERNEL_KEYS = ("Slab", "SUnreclaim", "KernelStack", "PageTables")
 
 
-def start_sessions(argvs: list[list[str]], program: str, batch: int, timeout: float) -> list[subprocess.Popen]:
-    """Start one session per argv, `batch` at a time, each batch waited for until its program runs."""
-    procs: list[subprocess.Popen] = []
+def start_sessions(argvs: list[list[str]], program: str, batch: int, timeout: float, procs: list[subprocess.Popen]) -> None:
+    """Start one session per argv into procs, `batch` at a time, each batch waited for until its program runs.
+    Their stderr goes to one temporary file (a pipe each would be 1,000 descriptors)."""
+    errors = tempfile.TemporaryFile("w+")
     for i in range(0, len(argvs), batch):
         started = [
-            subprocess.Popen(a, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+            subprocess.Popen(a, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True)
             for a in argvs[i : i + batch]
         ]
         procs += started
@@ -203,11 +205,12 @@ def start_sessions(argvs: list[list[str]], program: str, batch: int, timeout: fl
         for p in started:
             while not any(comm(x) == program for x in tree(p.pid)[1:]):
                 if p.poll() is not None:
-                    raise RuntimeError(f"session {p.args[:3]} ended: exit {p.returncode}: {p.stderr.read()[-300:] if p.stderr else ''}")
+                    errors.seek(0)
+                    raise RuntimeError(f"session {p.args[:3]} ended: exit {p.returncode}: {errors.read()[-300:]}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"session {p.args[:3]} did not start its program in {timeout:.0f} s")
                 time.sleep(0.005)
-    return procs
+    errors.close()
 
 
 def stop_sessions(procs: list[subprocess.Popen]) -> None:
@@ -224,8 +227,6 @@ def stop_sessions(procs: list[subprocess.Popen]) -> None:
             p.wait(timeout=30)
         except subprocess.TimeoutExpired:
             bk.log(f"launch: session {p.pid} did not end")
-        if p.stderr:
-            p.stderr.close()
 
 
 def measure_sessions(argvs: list[list[str]], program: str, batch: int) -> dict[str, Any]:
@@ -233,7 +234,7 @@ def measure_sessions(argvs: list[list[str]], program: str, batch: int) -> dict[s
     try:
         m0 = bk.meminfo()
         t0 = time.monotonic()
-        procs = start_sessions(argvs, program, batch, timeout=120)
+        start_sessions(argvs, program, batch, 120, procs)
         started_s = time.monotonic() - t0
         time.sleep(0.5)  # let what the launches freed (RCU-deferred) go before reading
         m1 = bk.meminfo()
