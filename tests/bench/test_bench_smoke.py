@@ -71,4 +71,26 @@ def test_quick_bench_prints_one_table_writes_json_and_cleans_up(tmp_path: Path) 
         assert report["parts"][part]["rows"]
     assert all(r["median"] is not None for r in report["rows"] if r["benchmark"].startswith("scale ("))
     assert "| scale | setup |" in out.stdout  # where the workspace was: the node's disk or a RAM-backed ext4
+
+    # Issue 20: the busy-host rows, each with a ratio against a peer measured in the same run.
+    launch = report["parts"].get("launch", {})
+    if str(launch.get("status", "")).startswith("ok"):
+        for case in (
+            "jailrun launches per second, 8 parallel callers",
+            "jailrun p99 latency, 8 parallel callers",
+            "jailrun supervisor memory per live session (PSS)",
+            "kernel memory (Slab) per live jailrun session",
+            "kernel memory (Slab) per mounted idle jail",
+            "cold launch, today: jailrun starts python3",
+            "cold launch, mount service",
+            "cold launch, C mount step",
+        ):
+            assert f"| launch, busy host | {case}" in out.stdout, case
+        assert "<= 1.15x harness" in out.stdout
+    for case in ("jailctl list", "jail_info", "bulk converge with nothing to change", "expiry pass unmounting"):
+        assert f"| scale on disk | {case}" in out.stdout, case
+    busy = [r for r in report["rows"] if r["benchmark"] in ("launch, busy host", "scale on disk")]
+    assert busy and all(r["ratio"] is not None for r in busy if not r["case"].startswith("warm jailrun in the same rounds")), [
+        r["case"] for r in busy if r["ratio"] is None
+    ]
     assert report["table"] == out.stdout
