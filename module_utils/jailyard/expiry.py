@@ -18,7 +18,8 @@ from .errors import JailError
 from .kernel import is_mount_root
 from .lock import tenant_lock
 from .mount import detach_jail
-from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
+from .mountinfo import MountInfo
+from .mounttable import jail_mounts
 from .plan import is_valid_name
 from .sessions import last_use_ns, live_sessions, touch_lastuse
 
@@ -43,8 +44,11 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     """One pass over the mounted jails.
 
     Work is per jail, not per mount: the jail roots are listed once and each is
-    checked with one statx; the mount table (tens of thousands of lines on a
-    busy node) is read only if a half-mounted jail has to be cleaned up.
+    checked with one statx; the tenants with session records are listed once,
+    so an idle jail costs a stat of its last-use stamp before its lock and the
+    fresh checks (its session records, its stamp) under the lock. The mounts
+    below jail roots are asked of the kernel (jailyard.mounttable) only if a
+    half-mounted jail has to be cleaned up.
     """
     stamp = cfg.run_dir / "expiry.stamp"
     # Start time from the kernel's file clock, the same clock as the launcher's
@@ -69,9 +73,13 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     by_jail: dict[str, list[MountInfo]] = {}
     ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
     if partial:
-        by_jail = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))
+        by_jail = jail_mounts(str(cfg.jails_dir))
+    with_sessions = _tenants_with_session_records(cfg)
+    jails = str(cfg.jails_dir)
     for name in sorted(mounted + partial):
-        if previous is None or _used_since(cfg, name, previous, started_ns, ended):
+        # Before the lock, from the listing above: a jail whose session records appear after it is
+        # seen under the lock, where every check is made again from the files themselves.
+        if previous is None or _used_since(cfg, name, previous, started_ns, ended, name in with_sessions):
             report.kept_in_use.append(name)
             continue
         # Never wait on a jail someone is entering or changing: it is in use.
@@ -83,7 +91,7 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
                 report.kept_in_use.append(name)
                 continue
             try:
-                detach_jail(cfg.jail_root(name), by_jail.get(name, []), root_mounted=name not in partial)
+                detach_jail(f"{jails}/{name}", by_jail.get(name, []), root_mounted=name not in partial)
             except JailError as exc:
                 report.errors[name] = str(exc)
                 continue
@@ -146,10 +154,22 @@ def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
     return mounted, partial
 
 
-def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]]) -> bool:
-    pids: list[int] = []
-    live = live_sessions(cfg, name, ended=pids)
-    ended += [(name, pid) for pid in pids]
+def _tenants_with_session_records(cfg: Config) -> frozenset[str]:
+    """Tenants with a directory under <run_dir>/sessions (one listing; records come and go in them)."""
+    try:
+        return frozenset(os.listdir(f"{cfg.run_dir}/sessions"))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]], sessions: bool = True) -> bool:
+    """Whether the jail was used since since_ns or is in use; sessions=False skips its session
+    records (when a listing just made shows it has none)."""
+    live: list[int] = []
+    if sessions:
+        pids: list[int] = []
+        live = live_sessions(cfg, name, ended=pids)
+        ended += [(name, pid) for pid in pids]
     if live:
         # In use now: it counts as used just after this pass began, so it must then idle a full interval.
         touch_lastuse(cfg, name, at_ns=now_ns + 1)
