@@ -288,10 +288,19 @@ class _StatmountBuffer(_ctypes.Array):
     _length_ = STATMOUNT_HEADER + 4096 + 512  # a PATH_MAX mount point, root and a short type and source
 
 
+_STATMOUNT_REQ_HEAD = (MNT_ID_REQ_SIZE_VER0).to_bytes(4, sys.byteorder) + bytes(4)
+_STATMOUNT_REQ_TAIL = _STATMOUNT_WANT.to_bytes(8, sys.byteorder)
+
+
 def statmount(mnt_id: int) -> StatMount | None:
     """Mount mnt_id's ids, attributes, root, mount point, type and source; None if it is gone
-    (unmounted since it was listed). Unsupported before Linux 6.12 (ENOSYS, or no sb_source)."""
-    req = _mnt_id_req(mnt_id, _STATMOUNT_WANT)
+    (unmounted since it was listed). Unsupported before Linux 6.12 (ENOSYS, or no sb_source).
+
+    Called once per mount by mounttable (50,000 times with 10,000 jails mounted),
+    so the request is put together from constant parts and only the bytes the
+    kernel wrote are copied out of the buffer.
+    """
+    req = _STATMOUNT_REQ_HEAD + mnt_id.to_bytes(8, sys.byteorder) + _STATMOUNT_REQ_TAIL
     size = _StatmountBuffer._length_
     buf: _ctypes.Array = _StatmountBuffer()
     while True:
@@ -308,7 +317,7 @@ def statmount(mnt_id: int) -> StatMount | None:
         if err == ENOSYS:
             raise Unsupported("statmount: the kernel has no statmount(2) (Linux 6.8)")
         raise JailError(f"statmount {mnt_id}: {posix.strerror(err)}")
-    raw = buf.raw
-    if _u64(raw, 8) & _STATMOUNT_WANT != _STATMOUNT_WANT:  # mask: what the kernel filled in
+    raw = buf[: int.from_bytes(buf[0:4], sys.byteorder)]  # struct statmount's size: header and strings
+    if int.from_bytes(raw[8:16], sys.byteorder) & _STATMOUNT_WANT != _STATMOUNT_WANT:  # mask: what was filled in
         raise Unsupported(f"statmount {mnt_id}: the kernel gives no mount source (STATMOUNT_SB_SOURCE, Linux 6.12)")
     return StatMount(raw)

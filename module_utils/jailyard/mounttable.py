@@ -60,8 +60,18 @@ _ATTR_NOSYMFOLLOW = 0x200000
 _ATTR_IDMAP = 0x100000
 
 
+_options_by_attr: dict[int, str] = {}
+
+
 def options_of(attr: int) -> str:
     """mountinfo's per-mount options field for a mount_attr value, in the kernel's order."""
+    text = _options_by_attr.get(attr)
+    if text is None:
+        text = _options_by_attr[attr] = _render_options(attr)
+    return text
+
+
+def _render_options(attr: int) -> str:
     opts = ["ro" if attr & kernel.MOUNT_ATTR_RDONLY else "rw"]
     opts += [name for bit, name in _ATTR_OPTIONS if attr & bit]
     if attr & _ATTR_ATIME == 0:
