@@ -98,9 +98,9 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     return report
 
 
-# Idle jails are taken off by a few threads: an unmount spends most of its time waiting for
-# the kernel (an RCU grace period), and waits of concurrent unmounts overlap. Measured with
-# 5,000 jails on 2 cores: 2-4 threads take them off in a third to a half of the time of one.
+# Idle jails are taken off by a few threads: an unmount spends much of its time waiting in the
+# kernel, and waits of concurrent unmounts overlap. Measured on 2 busy cores, 10,000 bare bind
+# mounts detached by 4 threads: 0.18-0.27 s, by one: 0.30-0.76 s (6 rounds each).
 THREADS = 4
 THREADS_FROM = 64  # fewer idle jails: one thread, no start-up cost
 
