@@ -22,7 +22,7 @@ from .mount import detach_jail
 from .mountinfo import MountInfo
 from .mounttable import jail_mounts
 from .plan import is_valid_name
-from .sessions import last_use_ns, live_sessions, touch_lastuse
+from .sessions import last_use_ns, live_sessions, tenants_with_session_records, touch_lastuse
 
 
 @dataclasses.dataclass
@@ -76,7 +76,7 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     by_jail: dict[str, list[MountInfo]] = {}
     if partial:
         by_jail = jail_mounts(str(cfg.jails_dir))
-    with_sessions = _tenants_with_session_records(cfg)
+    with_sessions = tenants_with_session_records(cfg)
     names = sorted(mounted + partial)
     if previous is None:
         report.kept_in_use = names
@@ -222,14 +222,6 @@ def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
             elif is_mount_root(f"{root}/home"):
                 partial.append(entry.name)
     return mounted, partial
-
-
-def _tenants_with_session_records(cfg: Config) -> frozenset[str]:
-    """Tenants with a directory under <run_dir>/sessions (one listing; records come and go in them)."""
-    try:
-        return frozenset(os.listdir(f"{cfg.run_dir}/sessions"))
-    except FileNotFoundError:
-        return frozenset()
 
 
 def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]], sessions: bool = True) -> bool:
