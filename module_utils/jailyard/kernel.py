@@ -170,6 +170,10 @@ class _StatxBuffer(_ctypes.Array):
     _length_ = 256  # sizeof(struct statx)
 
 
+_MOUNT_ROOT_BYTE = 8 + (1 if sys.byteorder == "little" else 6)
+_MOUNT_ROOT_BIT = STATX_ATTR_MOUNT_ROOT >> 8
+
+
 def is_mount_root(path: str) -> bool:
     """True when path (not followed if a symlink) is the root of a mount."""
     buf = _StatxBuffer()
@@ -179,9 +183,9 @@ def is_mount_root(path: str) -> bool:
         if err in (2, 20):  # ENOENT, ENOTDIR: nothing there, so not mounted
             return False
         raise JailError(f"statx {path}: {posix.strerror(err)}")
-    # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...
-    attributes = int.from_bytes(buf.raw[8:16], sys.byteorder)
-    return bool(attributes & STATX_ATTR_MOUNT_ROOT)
+    # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...: only the byte of
+    # stx_attributes that holds STATX_ATTR_MOUNT_ROOT (0x2000) is read (one call per planned mount).
+    return bool(buf[_MOUNT_ROOT_BYTE][0] & _MOUNT_ROOT_BIT)
 
 
 def _u32(raw: bytes | bytearray, offset: int) -> int:
