@@ -28,7 +28,7 @@ DEMO_CMD := jailrun demo -- sh -c 'id; hostname; cat /etc/debian_version'
 help: ## List the targets
 	@echo "jailyard: make TARGET"
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
-	@echo "Variables: ANSIBLE_ARGS=... (make site), PYTEST_ARGS=..., MOLECULE_SCENARIO=default, QUICK=1 (bench)"
+	@echo "Variables: ANSIBLE_ARGS=... (make site), PYTEST_ARGS=..., MOLECULE_SCENARIO='default cron', QUICK=1 (bench)"
 
 site: root deps-site venv ## Provision this machine as a jail host (site.yml, inventory/local) and show a demo jail
 	$(BIN)/ansible-playbook site.yml $(ANSIBLE_ARGS)
@@ -40,7 +40,7 @@ site: root deps-site venv ## Provision this machine as a jail host (site.yml, in
 # Every step runs even when an earlier one failed, so one CI run shows every
 # failure; the summary names them and the exit status is non-zero.
 TEST_STEPS := lint launcher-check pytest molecule
-test: root deps-test venv-dev ## Run the whole suite: lint, C tests, pytest (unit, integration, launcher, image), molecule
+test: root deps-test venv-dev ## Run the whole suite: lint, C tests, pytest (unit, integration, launcher, image), molecule (default, cron)
 	@failed=; for step in $(TEST_STEPS); do \
 		start=$$SECONDS; echo "=== make $$step"; \
 		if $(MAKE) --no-print-directory $$step; then result=ok; else result=FAILED; failed="$$failed $$step"; fi; \
@@ -71,18 +71,26 @@ pytest: venv-dev ## Run pytest over tests/ (as root for the integration tests)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$rc
 
-MOLECULE_SCENARIO ?= default
+# default: a systemd node (the expiry timer); cron: a node whose PID 1 is not
+# systemd and that has no cron until the role installs it (the cron path).
+MOLECULE_SCENARIO ?= default cron
 # Names the scenario's container after this checkout, so checkouts do not collide.
 export JAILYARD_MOLECULE_ID := $(shell printf %s '$(CURDIR)' | md5sum | cut -c1-8)
-# Molecule's destroy step prints pages after a failed verify; the failing tests and
-# their first error lines are repeated last, so the end of a CI log names them.
-molecule: venv-dev ## Run the molecule scenario (podman node from a local debootstrap image)
+# Every scenario runs even when an earlier one failed. Molecule's destroy step
+# prints pages after a failed verify; the failing tests and their first error
+# lines are repeated last, so the end of a CI log names them.
+molecule: venv-dev ## Run the molecule scenarios (podman nodes from a local debootstrap image)
 	@mkdir -p build
-	@rc=0; $(BIN)/molecule test -s $(MOLECULE_SCENARIO) 2>&1 | tee build/molecule.log || rc=$$?; \
-	if [ $$rc != 0 ]; then \
-		echo "=== molecule failed; what it reported:"; \
-		sed 's/\x1b\[[0-9;]*m//g' build/molecule.log | grep -E ' FAILED|^.{0,12}(E  |fatal:|ERROR)|AssertionError' | tail -60; \
-	fi; exit $$rc
+	@failed=; for scenario in $(MOLECULE_SCENARIO); do \
+		echo "=== molecule test -s $$scenario"; \
+		rc=0; $(BIN)/molecule test -s $$scenario 2>&1 | tee build/molecule-$$scenario.log || rc=$$?; \
+		if [ $$rc != 0 ]; then failed="$$failed $$scenario"; fi; \
+	done; \
+	for scenario in $$failed; do \
+		echo "=== molecule scenario $$scenario failed; what it reported:"; \
+		sed 's/\x1b\[[0-9;]*m//g' build/molecule-$$scenario.log | grep -E ' FAILED|^.{0,12}(E  |fatal:|ERROR)|AssertionError' | tail -60; \
+	done; \
+	[ -z "$$failed" ] || { echo "molecule: FAILED:$$failed" >&2; exit 1; }
 
 bench: venv-dev ## Run the benchmarks (bench/run; QUICK=1 for a smoke run)
 	@if [ -x bench/run ]; then bench/run $(if $(QUICK),--quick); \

@@ -35,8 +35,16 @@ options:
     description: Tenant uid, within the node's tenant range, not a host account nor another tenant's. Required to create.
     type: int
   gid:
-    description: Tenant gid. Defaults to the uid.
+    description:
+      - Tenant gid. Defaults to the uid.
+      - Another tenant's group (its uid, or a gid it was given) is refused unless O(shared_gid).
     type: int
+  shared_gid:
+    description:
+      - Allow O(gid) to be another tenant's group, so the two tenants share files through group permissions.
+      - Only checked when the jail is created.
+    type: bool
+    default: false
   layout:
     description: V(bind) (read-only base, private /home and /tmp) or V(overlay) (copy-on-write upper layer over the base).
     type: str
@@ -51,7 +59,9 @@ options:
     description: Whether C(jailrun --net) may give the jail the host network.
     type: bool
   limits:
-    description: Limits the launcher enforces; C(jailrun) options may only tighten them. 0 means unlimited.
+    description:
+      - Limits the launcher enforces; C(jailrun) options may only tighten them. 0 means unlimited.
+      - Keys left out keep the jail's value, or for a new jail the node's default.
     type: dict
     suboptions:
       cpu:
@@ -89,10 +99,79 @@ options:
     default: false
   jails:
     description:
-      - Many jails in one task, each a dict with the options above (O(name) required, O(state) defaulting to the task's).
+      - Many jails in one task, each a dict with the options above (O(name) required; O(state), O(purge) and O(force)
+        default to the task's). Ansible checks each item's keys and types.
       - Every item is validated before anything changes.
+      - If one jail fails (say, a live session refuses its unmount), the task fails at it and reports C(changed)
+        for the jails changed before it, C(failed_jail), C(error) and C(not_attempted).
     type: list
     elements: dict
+    suboptions:
+      name:
+        description: The jail name.
+        type: str
+        required: true
+      state:
+        description: As O(state); defaults to the task's.
+        type: str
+        choices: [present, mounted, unmounted, absent]
+      uid:
+        description: As O(uid).
+        type: int
+      gid:
+        description: As O(gid).
+        type: int
+      shared_gid:
+        description: As O(shared_gid).
+        type: bool
+      layout:
+        description: As O(layout).
+        type: str
+        choices: [bind, overlay]
+      image:
+        description: As O(image).
+        type: str
+      hostname:
+        description: As O(hostname).
+        type: str
+      net:
+        description: As O(net).
+        type: bool
+      limits:
+        description: As O(limits); unset keys keep the jail's or the node's defaults.
+        type: dict
+        suboptions:
+          cpu:
+            description: CPU seconds per process.
+            type: int
+          mem:
+            description: Memory in bytes.
+            type: int
+          procs:
+            description: Processes of the tenant.
+            type: int
+          fsize:
+            description: Largest file in bytes.
+            type: int
+          nofile:
+            description: Open files per process.
+            type: int
+          wall:
+            description: Wall-clock seconds per session.
+            type: int
+      program:
+        description: As O(program).
+        type: str
+      packages:
+        description: As O(packages).
+        type: list
+        elements: str
+      purge:
+        description: As O(purge); defaults to the task's.
+        type: bool
+      force:
+        description: As O(force); defaults to the task's.
+        type: bool
   exclusive:
     description: With O(jails), remove every jail that is not listed (homes kept unless O(purge)).
     type: bool
@@ -155,34 +234,53 @@ count:
   returned: when O(jails) is given
   type: dict
   sample: {"total": 1000, "changed": 3}
+failed_jail:
+  description: The jail the task failed at.
+  returned: on failure while applying
+  type: str
+  sample: bob
+error:
+  description: Why that jail failed.
+  returned: on failure while applying
+  type: str
+not_attempted:
+  description: The jails after the failed one, left as they were.
+  returned: on failure while applying
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jailyard.config import load_config
 from ansible.module_utils.jailyard.errors import JailError
-from ansible.module_utils.jailyard.lifecycle import STATES, converge_many
+from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, converge_many
 
 LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall")}
-ITEM_KEYS = ("name", "state", "uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages", "purge", "force")
+# One jail's options: the single form's, and each item of `jails` (unset: None, so the task's apply).
+ITEM_OPTIONS = {
+    "name": {"type": "str"},
+    "state": {"type": "str", "choices": list(STATES)},
+    "uid": {"type": "int"},
+    "gid": {"type": "int"},
+    "shared_gid": {"type": "bool"},
+    "layout": {"type": "str", "choices": ["bind", "overlay"]},
+    "image": {"type": "str"},
+    "hostname": {"type": "str"},
+    "net": {"type": "bool"},
+    "limits": {"type": "dict", "options": LIMITS},
+    "program": {"type": "str"},
+    "packages": {"type": "list", "elements": "str"},
+    "purge": {"type": "bool"},
+    "force": {"type": "bool"},
+}
+TASK_DEFAULTS = {"state": "mounted", "shared_gid": False, "purge": False, "force": False}
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "name": {"type": "str"},
-            "state": {"type": "str", "choices": list(STATES), "default": "mounted"},
-            "uid": {"type": "int"},
-            "gid": {"type": "int"},
-            "layout": {"type": "str", "choices": ["bind", "overlay"]},
-            "image": {"type": "str"},
-            "hostname": {"type": "str"},
-            "net": {"type": "bool"},
-            "limits": {"type": "dict", "options": LIMITS},
-            "program": {"type": "str"},
-            "packages": {"type": "list", "elements": "str"},
-            "purge": {"type": "bool", "default": False},
-            "force": {"type": "bool", "default": False},
-            "jails": {"type": "list", "elements": "dict"},
+            **{key: {**spec, "default": TASK_DEFAULTS[key]} if key in TASK_DEFAULTS else spec for key, spec in ITEM_OPTIONS.items()},
+            "jails": {"type": "list", "elements": "dict", "options": {**ITEM_OPTIONS, "name": {"type": "str", "required": True}}},
             "exclusive": {"type": "bool", "default": False},
             "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
         },
@@ -195,17 +293,23 @@ def main() -> None:
     try:
         cfg = load_config(p["config"])
         if single:
-            items = [{k: p[k] for k in ITEM_KEYS}]
+            items = [{k: p[k] for k in ITEM_OPTIONS}]
             defaults = {}
         else:
-            items = []
-            for index, item in enumerate(p["jails"]):
-                unknown = sorted(set(item) - set(ITEM_KEYS))
-                if unknown:
-                    raise JailError(f"jails[{index}] has unknown keys {unknown}: expected some of {', '.join(ITEM_KEYS)}")
-                items.append(item)
-            defaults = {"state": p["state"], "purge": p["purge"], "force": p["force"]}
+            items = p["jails"]
+            defaults = {k: p[k] for k in ("state", "shared_gid", "purge", "force")}
         results = converge_many(cfg, items, check=module.check_mode, exclusive=p["exclusive"] and not single, defaults=defaults)
+    except PartialFailure as exc:
+        changed = [r for r in exc.results if r.changed]
+        module.fail_json(
+            msg=str(exc),
+            changed=bool(changed),
+            actions=[a for r in changed for a in r.actions],
+            results=[r.as_dict() for r in changed],
+            failed_jail=exc.failed,
+            error=exc.error,
+            not_attempted=exc.not_attempted,
+        )
     except JailError as exc:
         module.fail_json(msg=str(exc))
     changed = [r for r in results if r.changed]

@@ -151,7 +151,7 @@ removed:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jailyard import image
+from ansible.module_utils.jailyard import image, imagebuild
 from ansible.module_utils.jailyard.config import load_config
 from ansible.module_utils.jailyard.errors import JailError
 
@@ -202,14 +202,14 @@ def main() -> None:
         cfg = load_config(p["config"])
         before = _observed(cfg)
         if p["state"] == "built":
-            recipe = image.Recipe(
+            recipe = imagebuild.Recipe(
                 suite=p["suite"],
-                mirror=p["mirror"] or image.host_mirror(),
+                mirror=p["mirror"] or imagebuild.host_mirror(),
                 packages=tuple(p["packages"]),
                 variant=p["variant"],
-                files=image.JAIL_FILES if p["files"] is None else tuple(_image_file(module, f) for f in p["files"]),
+                files=imagebuild.JAIL_FILES if p["files"] is None else tuple(_image_file(module, f) for f in p["files"]),
             )
-            changed, image_id, actions = image.ensure_image(
+            changed, image_id, actions = imagebuild.ensure_image(
                 cfg, recipe, Path(p["cache_dir"]), rebuild=p["rebuild"], check=module.check_mode
             )
             result.update(changed=changed, image_id=image_id, actions=actions)
@@ -220,15 +220,18 @@ def main() -> None:
                 result.update(changed=not archive.exists(), image_id=image_id, archive=str(archive))
             else:
                 existed = archive.exists()
-                archive, checksum = image.pack_image(cfg, image_id)
+                archive, checksum = imagebuild.pack_image(cfg, image_id)
                 result.update(changed=not existed, image_id=image_id, archive=str(archive), sha256=checksum)
         else:
             if module.check_mode:
-                pending = image.install_pending(cfg, Path(p["archive"]))
+                pending = imagebuild.install_pending(cfg, Path(p["archive"]))
                 result.update(changed=pending, actions=[f"verify and install {p['archive']}"] if pending else [])
             else:
-                changed, image_id = image.install_packed(cfg, Path(p["archive"]), p["sha256"])
-                result.update(changed=changed, image_id=image_id)
+                changed, image_id = imagebuild.install_packed(cfg, Path(p["archive"]), p["sha256"])
+                actions = [] if image_id in before["images"] else [f"install image {image_id} from {p['archive']}"]
+                if changed and before["current"] != image_id:
+                    actions.append(f"make image {image_id} current")
+                result.update(changed=bool(actions), image_id=image_id, actions=actions)
         if p["gc"]:
             removed = image.gc_images(cfg, check=module.check_mode)
             result["removed"] = removed

@@ -48,14 +48,20 @@ def mount_guard(tmp_path: Path):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def findmnt_unchanged():
-    """A test run must leave the mount table as it found it."""
+def findmnt_unchanged(tmp_path_factory: pytest.TempPathFactory):
+    """A test run must leave the mount table as it found it, under the places this run mounts on.
+
+    Only this session's own mounts are judged: on a busy jail host other callers (a second test
+    run, podman, the node's own jails) mount and unmount meanwhile, and counting theirs made a
+    run fail for mounts it never made (seen with two suites at once). Everything this suite
+    mounts lives under its pytest base directory; the launcher node (/tmp/jailrun-test-*) has
+    its own check in tests/launcher/conftest.py.
+    """
+    base = tmp_path_factory.getbasetemp()
     before = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True).stdout
     yield
     after = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True).stdout
-    # Podman's own mounts belong to whatever container runs beside the suite (molecule).
-    foreign = ("/var/lib/containers/", "/run/netns/", "/run/containers/")
-    extra = sorted(t for t in set(after.splitlines()) - set(before.splitlines()) if not t.startswith(foreign))
+    extra = sorted(t for t in set(after.splitlines()) - set(before.splitlines()) if _under(t, base))
     assert not extra, f"the test run left mounts behind: {extra[:10]}"
 
 

@@ -17,6 +17,7 @@ import time
 from .config import Config
 from .errors import JailError
 from .kernel import is_mount_root
+from .leftovers import rmdir_cgroup
 from .lock import tenant_lock
 from .mount import detach_jail
 from .mountinfo import MountInfo
@@ -188,11 +189,8 @@ def remove_session_cgroups(cfg: Config, ended: list[tuple[str, int]], root: str 
         if _is_jailrun(pid):
             continue
         for path in sorted(glob.glob(f"{root}/*/{cfg.cgroup_name}/{name}/s{pid}") + glob.glob(f"{root}/{cfg.cgroup_name}/{name}/s{pid}")):
-            try:
-                os.rmdir(path)
-            except OSError:  # processes still inside (EBUSY), or removed meanwhile
-                continue
-            removed.append(path)
+            if rmdir_cgroup(path):
+                removed.append(path)
     return removed
 
 

@@ -1,34 +1,37 @@
-"""Converge jails to a wanted state: plan the steps from wanted vs observed state, then apply them.
+"""Converge jails to a wanted state: observe, plan, apply.
 
-One tenant or ten thousand: `converge_many` reads the mount table and the host
-accounts once and validates every item before it changes anything.
+For each jail: observe the node into plain data (observe.py), compute the
+steps from observed x wanted (planner.py, pure), and apply them under the
+tenant's lock (apply.py); `actions` and the diff come from the plan, and check
+mode is "do not apply". One tenant or ten thousand: `converge_many` reads the
+mount table and the host accounts once and validates every item (wanted.py)
+before it changes anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import pwd
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import registry
+from . import leftovers, registry
+from .apply import apply_steps
 from .config import Config
 from .errors import JailError
-from .image import image_rootfs, resolve_image
+from .image import resolve_image
 from .kernel import is_mount_root, syncfs
 from .lock import tenant_lock
-from .mount import mount_jail, open_trusted, unmount_jail
-from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
-from .plan import MountPlan, host_target, plan_mounts, render_group, render_passwd
-from .safefs import atomic_write, ensure_dir, opened, remove_tree
-from .sessions import live_sessions, touch_lastuse
-from .spec import LIMIT_KEYS, TenantSpec, check_name
+from .mountinfo import jails_with_mounts, read_mountinfo
+from .observe import Observed, is_current, observe, observe_details
+from .plan import host_target
+from .planner import mount_plan, plan_jail, plan_mount
+from .sessions import live_sessions
+from .spec import LIMIT_KEYS, check_name
+from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
 
-STATES = ("present", "mounted", "unmounted", "absent")
 SMALL_BATCH = 16
-SPEC_KEYS = ("uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages")
 
 
 @dataclasses.dataclass
@@ -44,37 +47,30 @@ class Result:
         return dataclasses.asdict(self)
 
 
-class _Observed:
-    """What is on disk and mounted for one tenant, read once."""
+class PartialFailure(JailError):
+    """A run that failed at one jail: what changed before it, which jail failed and why, what was not attempted."""
 
-    def __init__(self, cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None):
-        self.name = name
-        self.tenant_dir = cfg.tenant_dir(name)
-        self.spec = registry.load_spec(cfg, name)
-        self.plan = registry.load_plan(cfg, name) if self.spec else None
-        if mounts is None:
-            # A few jails: one statx per planned mount, not a read of the whole
-            # mount table (0.4 s with 50,000 mounts on the node).
-            targets = self.plan.targets() if self.plan else [str(cfg.jail_root(name))]
-            self.mounted = [t for t in targets if is_mount_root(t)]
-        else:
-            self.mounted = [m.target for m in mounts.get(name, [])]
+    def __init__(self, failed: str, error: str, results: list[Result], not_attempted: list[str]) -> None:
+        done = [r.name for r in results if r.changed]
+        parts = [error]
+        if done:
+            parts.append(f"changed before it: {', '.join(done)}")
+        if not_attempted:
+            parts.append(f"not attempted: {', '.join(not_attempted)}")
+        super().__init__("; ".join(parts))
+        self.failed = failed
+        self.error = error
+        self.results = results
+        self.not_attempted = not_attempted
 
-    def summary(self) -> dict[str, Any]:
-        if self.spec is None:
-            state = "absent"
-        elif not self.mounted:
-            state = "present"
-        elif self.plan and set(self.plan.targets()) <= set(self.mounted):
-            state = "mounted"
-        else:
-            state = "partly mounted"
-        return {"state": state, "spec": self.spec.to_dict() if self.spec else None, "mounts": list(self.mounted)}
+    @property
+    def changed(self) -> bool:
+        return any(r.changed for r in self.results)
 
 
-def converge(cfg: Config, params: dict[str, Any], check: bool = False) -> Result:
+def converge(cfg: Config, params: dict[str, Any], check: bool = False, flags: dict[str, str] | None = None) -> Result:
     """Bring one jail to params['state'] (default mounted)."""
-    return converge_many(cfg, [params], check=check)[0]
+    return converge_many(cfg, [params], check=check, flags=flags)[0]
 
 
 def converge_many(
@@ -83,77 +79,70 @@ def converge_many(
     check: bool = False,
     exclusive: bool = False,
     defaults: dict[str, Any] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> list[Result]:
-    """Converge many jails in one pass; with exclusive, unlisted jails are removed (homes kept unless purge)."""
+    """Converge many jails in one pass; with exclusive, unlisted jails are removed (homes kept unless purge).
+
+    A failure while applying raises PartialFailure, which tells what changed,
+    which jail failed and why, and which were not attempted.
+    """
     defaults = dict(defaults or {})
-    wanted = [{**defaults, **{k: v for k, v in item.items() if v is not None}} for item in items]
-    names: set[str] = set()
-    uids: dict[int, str] = {}
-    for item in wanted:
-        name = check_name(item.get("name"))
-        if name in names:
-            raise JailError(f"jail {name!r} is listed twice")
-        names.add(name)
-        state = item.setdefault("state", "mounted")
-        if state not in STATES:
-            raise JailError(f"invalid state {state!r} for {name}: expected one of {', '.join(STATES)}")
-        uid = item.get("uid")
-        if uid is not None:
-            if isinstance(uid, str) and uid.isdigit():
-                item["uid"] = uid = int(uid)
-            if uid in uids:
-                raise JailError(f"uid {uid} is given to both {uids[uid]!r} and {name!r}")
-            uids[uid] = name
+    flags = {**MODULE_FLAGS, **(flags or {})}
+    items = normalize(list(items), defaults)
+    strays = leftovers.Strays(cfg, scan=exclusive)
     if exclusive:
-        for name in registry.list_tenants(cfg):
-            if name not in names:
-                wanted.append(
+        # Unlisted tenants, and names only an interrupted run left something of.
+        listed = {item["name"] for item in items}
+        for name in sorted(set(registry.list_tenants(cfg)) | strays.orphans()):
+            if name not in listed:
+                items.append(
                     {"name": name, "state": "absent", "purge": defaults.get("purge", False), "force": defaults.get("force", False)}
                 )
     # Many jails: one read of the mount table for all of them. A few: statx each.
-    mounts = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir)) if len(wanted) > SMALL_BATCH else None
-    host_uids = {p.pw_uid: p.pw_name for p in pwd.getpwall()}
+    mounts = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir)) if len(items) > SMALL_BATCH else None
+    hosts = host_uids()
     # Validate every item before anything changes.
-    prepared = [(item, _Observed(cfg, item["name"], mounts)) for item in wanted]
-    specs = [None if item["state"] == "absent" else _wanted_spec(cfg, item, obs, host_uids) for item, obs in prepared]
-    results = []
-    touched = False
-    for (item, obs), spec in zip(prepared, specs, strict=True):
-        result = _converge_one(cfg, item, obs, spec, mounts, check)
-        touched |= result.changed
-        results.append(result)
-    if touched and not check:
-        _syncfs(cfg.tenants_dir)
+    observed = [observe(cfg, item["name"], mounts) for item in items]
+    if not strays.uids_read and any(
+        o.spec is None or (i["state"] == "absent" and i.get("purge")) for i, o in zip(items, observed, strict=True)
+    ):
+        strays.read_uids(cfg)  # a create, a purge or a name without a spec may have uids an interrupted run left
+    claimed: dict[int, str] = {}  # uids and gids of the jails this run creates
+    wants = [wanted(cfg, item, obs, hosts, flags, claimed) for item, obs in zip(items, observed, strict=True)]
+    results: list[Result] = []
+    try:
+        for obs, want in zip(observed, wants, strict=True):
+            try:
+                results.append(_converge_one(cfg, obs, want, strays, flags, check))
+            except JailError as exc:
+                error = str(exc)
+            except OSError as exc:
+                error = f"jail {want.name}: {exc.filename or 'I/O'}: {exc.strerror}"
+            else:
+                continue
+            later = [w.name for w in wants[len(results) + 1 :]]
+            raise PartialFailure(want.name, error, results, later) from None
+    finally:
+        if not check and any(r.changed for r in results):
+            _syncfs(cfg.tenants_dir)
     return results
 
 
-def _converge_one(
-    cfg: Config, item: dict[str, Any], obs: _Observed, spec: TenantSpec | None, mounts: dict[str, list[MountInfo]] | None, check: bool
-) -> Result:
-    name, state = item["name"], item["state"]
-    jail_mounts = mounts.get(name) if mounts is not None else None
-    result = Result(name=name, state=state, before=obs.summary())
-    lock = tenant_lock(cfg, name) if not check else _no_lock()
+def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.Strays, flags: dict[str, str], check: bool) -> Result:
+    """Observe the rest, plan, and (unless check) apply, holding the jail's lock."""
+    result = Result(name=want.name, state=want.state, before=obs.summary())
+    lock = _no_lock() if check else tenant_lock(cfg, want.name)
     with lock:
-        if not check and (_stale(cfg, obs) or not _mounts_current(obs)):
+        if not check and not is_current(cfg, obs):
             # Someone changed it between our read and the lock: observe again.
-            obs = _Observed(cfg, name, None)
-            jail_mounts = None
-        if state == "absent":
-            _remove(cfg, obs, bool(item.get("purge")), bool(item.get("force")), check, result, jail_mounts)
-            result.after = {"state": "absent", "spec": None, "mounts": []}
-        else:
-            assert spec is not None
-            plan = _ensure_created(cfg, spec, obs, check, result)
-            mounted = list(obs.mounted)
-            if state == "mounted":
-                plan = _mount(cfg, spec, plan, check, result)
-                mounted = plan.targets()
-            elif state == "unmounted":
-                _unmount(cfg, obs, plan, bool(item.get("force")), check, result, jail_mounts)
-                mounted = []
-            after_state = "mounted" if mounted and set(plan.targets()) <= set(mounted) else ("present" if not mounted else "partly mounted")
-            result.after = {"state": after_state, "spec": spec.to_dict(), "mounts": mounted}
+            obs = observe(cfg, want.name, None)
+        image = want.spec.image if want.spec is not None and want.state == "mounted" else None
+        observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image)
+        planned = plan_jail(cfg, obs, want, flags)
+        if not check:
+            apply_steps(cfg, want.name, planned.steps, lock)
+    result.actions = planned.actions
+    result.after = planned.after
     result.changed = bool(result.actions)
     return result
 
@@ -164,234 +153,6 @@ class _no_lock:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def _mounts_current(obs: _Observed) -> bool:
-    """Whether the mount table read before the lock still holds for this jail (a few statx calls)."""
-    if not all(is_mount_root(t) for t in obs.mounted):
-        return False
-    planned = obs.plan.targets() if obs.plan else []
-    return all(t in obs.mounted for t in planned if is_mount_root(t))
-
-
-def _stale(cfg: Config, obs: _Observed) -> bool:
-    return registry.load_spec(cfg, obs.name) != obs.spec
-
-
-def _wanted_spec(cfg: Config, item: dict[str, Any], obs: _Observed, host_uids: dict[int, str]) -> TenantSpec:
-    name = item["name"]
-    old = obs.spec
-    if old is not None:
-        for key in ("uid", "gid", "layout"):
-            if item.get(key) is not None and item[key] != getattr(old, key):
-                raise JailError(
-                    f"changing the {key} of jail {name} from {getattr(old, key)!r} to {item[key]!r} is refused; "
-                    "remove the jail (its home is kept) and create it again"
-                )
-        limits = dict(old.limits)
-        for key, value in (item.get("limits") or {}).items():
-            limits[key] = value
-        fields = {k: (item[k] if item.get(k) is not None else getattr(old, k)) for k in SPEC_KEYS}
-        fields["limits"] = limits
-        spec = TenantSpec.build(cfg, name, **fields)
-        spec.image_id = old.image_id
-        if spec.image != old.image or not spec.image_id:
-            spec.image_id = resolve_image(cfg, spec.image)
-        return spec
-    if item.get("uid") is None:
-        raise JailError(f"uid is required to create jail {name}")
-    spec = TenantSpec.build(cfg, name, **{k: item.get(k) for k in SPEC_KEYS})
-    if spec.uid in host_uids:
-        raise JailError(f"uid {spec.uid} of jail {name} is the host account {host_uids[spec.uid]!r}")
-    owner = registry.uid_owner(cfg, spec.uid)
-    if owner not in (None, name):
-        raise JailError(f"uid {spec.uid} of jail {name} already belongs to tenant {owner!r}")
-    home = obs.tenant_dir / "home" / name
-    try:
-        st = os.stat(home, follow_symlinks=False)
-        if st.st_uid != spec.uid:
-            raise JailError(
-                f"the kept home {home} belongs to uid {st.st_uid}, not {spec.uid}; create {name} with uid {st.st_uid} or purge it"
-            )
-    except FileNotFoundError:
-        pass
-    spec.image_id = resolve_image(cfg, spec.image)
-    return spec
-
-
-def _plan_for(cfg: Config, spec: TenantSpec) -> MountPlan:
-    return plan_mounts(cfg, spec, spec.image_id, image_rootfs(cfg, spec.image_id))
-
-
-def _ensure_created(cfg: Config, spec: TenantSpec, obs: _Observed, check: bool, result: Result) -> MountPlan:
-    name = spec.name
-    tdir = obs.tenant_dir
-    if obs.mounted and obs.plan is not None:
-        # A mounted jail keeps the image it was mounted with; a new one applies at the next mount.
-        spec.image_id = obs.plan.image
-    plan = _plan_for(cfg, spec)
-    if obs.spec is None and not tdir.exists():
-        result.actions.append(f"create jail {name} (uid {spec.uid}, {spec.layout} layout, image {spec.image_id[:12]})")
-        if not check:
-            registry.reserve_uid(cfg, spec.uid, name)
-            staging = cfg.tenants_dir / f".new-{name}"
-            with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
-                remove_tree(tenants_fd, staging.name)
-                os.mkdir(staging.name, 0o755, dir_fd=tenants_fd)
-            _populate(staging, spec, plan, check=False, result=None, fresh=True)
-            os.rename(staging, tdir)
-        return plan
-    if not check:
-        registry.reserve_uid(cfg, spec.uid, name)
-    _populate(tdir, spec, plan, check, result)
-    return plan
-
-
-def _populate(tdir: Path, spec: TenantSpec, plan: MountPlan, check: bool, result: Result | None, fresh: bool = False) -> None:
-    """Make every directory and file of a tenant; repairs owner and mode without following symlinks.
-
-    fresh: tdir is a private staging directory that appears by one rename when
-    done, so its files are written in place rather than each through a temp file.
-    """
-
-    def note(changed: bool, what: str) -> None:
-        if changed and result is not None:
-            result.actions.append(what)
-
-    name, uid, gid = spec.name, spec.uid, spec.gid
-    with opened(os.open(tdir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as tfd:
-        note(ensure_dir(tfd, "home", 0o755, 0, 0, check, f"{name}/home"), f"fix {name}/home")
-        note(ensure_dir(tfd, "etc", 0o755, 0, 0, check, f"{name}/etc"), f"fix {name}/etc")
-        if spec.layout == "bind":
-            note(ensure_dir(tfd, "tmp", 0o1777, 0, 0, check, f"{name}/tmp"), f"fix {name}/tmp")
-        else:
-            note(ensure_dir(tfd, "upper", 0o700, uid, gid, check, f"{name}/upper"), f"fix {name}/upper")
-            note(ensure_dir(tfd, "work", 0o700, uid, gid, check, f"{name}/work"), f"fix {name}/work")
-        if check and not (tdir / "home").is_dir():
-            note(True, f"create {name}/home/{name}")
-        else:
-            with opened(os.open("home", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=tfd)) as hfd:
-                note(
-                    ensure_dir(hfd, name, 0o700, uid, gid, check, f"{name}/home/{name}"),
-                    f"fix home of {name} (owner {uid}:{gid}, mode 0700)",
-                )
-    files = (
-        ("etc/passwd", render_passwd(spec)),
-        ("etc/group", render_group(spec)),
-        ("plan", plan.render()),
-        ("tenant.json", spec.to_json()),
-    )
-    for rel, text in files:
-        path = tdir / rel
-        if check:
-            try:
-                same = path.read_text() == text
-            except (FileNotFoundError, NotADirectoryError):
-                same = False
-            note(not same, f"write {name}/{rel}")
-        elif fresh:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-        else:
-            note(atomic_write(path, text, 0o644, durable=False), f"write {name}/{rel}")
-
-
-def _mount(cfg: Config, spec: TenantSpec, plan: MountPlan, check: bool, result: Result) -> MountPlan:
-    present = [is_mount_root(t) for t in plan.targets()]
-    if all(present):
-        return plan
-    if not any(present) and spec.image == "current":
-        newest = resolve_image(cfg, "current")
-        if newest != spec.image_id:
-            result.actions.append(f"switch {spec.name} to image {newest[:12]} (was {spec.image_id[:12]})")
-            spec.image_id = newest
-            plan = _plan_for(cfg, spec)
-            if not check:
-                tdir = cfg.tenant_dir(spec.name)
-                atomic_write(tdir / "plan", plan.render(), 0o644)
-                atomic_write(tdir / "tenant.json", spec.to_json(), 0o644)
-    # Without its root every piece is mounted again (stale leftovers are cleared first).
-    missing = [m.target for m, ok in zip(plan.mounts, present, strict=True) if not ok or not present[0]]
-    result.actions.append(f"mount {spec.name}: {' '.join(missing)}")
-    if not check:
-        mount_jail(cfg, plan)
-        touch_lastuse(cfg, spec.name)
-    return plan
-
-
-def _unmount(
-    cfg: Config, obs: _Observed, plan: MountPlan | None, force: bool, check: bool, result: Result, mounts: list[MountInfo] | None
-) -> None:
-    if not obs.mounted:
-        return
-    sessions = live_sessions(cfg, obs.name, prune=not check)
-    if sessions and not force:
-        raise JailError(
-            f"jail {obs.name} has {len(sessions)} live session(s) (pids {' '.join(map(str, sessions))}); set force to unmount it anyway"
-        )
-    result.actions.append(f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}")
-    if not check:
-        root = plan.root if plan else cfg.jail_root(obs.name)
-        unmount_jail(root, mounts, detach=force)
-
-
-def _remove(cfg: Config, obs: _Observed, purge: bool, force: bool, check: bool, result: Result, mounts: list[MountInfo] | None) -> None:
-    name = obs.name
-    tdir = obs.tenant_dir
-    uid = obs.spec.uid if obs.spec else _home_owner(cfg, name)
-    if obs.mounted or obs.spec is not None:
-        sessions = live_sessions(cfg, name, prune=not check)
-        if sessions and purge:
-            raise JailError(f"jail {name} has {len(sessions)} live session(s); purging it is refused")
-        _unmount(cfg, obs, obs.plan, force, check, result, mounts)
-    with opened(open_trusted(cfg.tenants_dir, cfg.tenants_dir)) as tenants_fd:
-        if not os.path.lexists(tdir):
-            if purge:
-                _release(cfg, name, uid, check, result)
-            return
-        with opened(os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=tenants_fd)) as tfd:
-            # The plan goes first: without it the launcher refuses the jail.
-            for rel in ("plan", "tenant.json", "etc"):
-                if os.path.lexists(tdir / rel):
-                    result.actions.append(f"remove {name}/{rel}")
-                    if not check:
-                        remove_tree(tfd, rel)
-            if purge:
-                for rel in ("home", "tmp", "upper", "work"):
-                    if os.path.lexists(tdir / rel):
-                        result.actions.append(f"purge {name}/{rel}")
-                        if not check:
-                            remove_tree(tfd, rel)
-        if purge:
-            result.actions.append(f"remove {tdir}")
-            if not check:
-                os.rmdir(name, dir_fd=tenants_fd)
-    root = cfg.jail_root(name)
-    if root.is_dir() and not root.is_symlink():
-        result.actions.append(f"remove {root}")
-        if not check:
-            try:
-                os.rmdir(root)  # never a recursive removal under the jails dir
-            except OSError as exc:
-                raise JailError(f"cannot remove jail root {root}: {exc.strerror}") from exc
-    if purge:
-        _release(cfg, name, uid, check, result)
-
-
-def _home_owner(cfg: Config, name: str) -> int | None:
-    try:
-        return os.stat(cfg.tenant_dir(name) / "home" / name, follow_symlinks=False).st_uid
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _release(cfg: Config, name: str, uid: int | None, check: bool, result: Result) -> None:
-    """Give the tenant's uid back (only on purge: a kept home keeps its uid reserved)."""
-    if uid is not None and registry.uid_owner(cfg, uid) == name:
-        result.actions.append(f"release uid {uid}")
-        if not check:
-            os.unlink(cfg.uid_index() / str(uid))
 
 
 def _syncfs(path: Path) -> None:
@@ -411,8 +172,12 @@ def mount_tenant(cfg: Config, name: str, lock_held: bool = False) -> Result:
     result = Result(name=name, state="mounted")
     lock = _no_lock() if lock_held else tenant_lock(cfg, name)
     with lock:
-        plan = registry.load_plan(cfg, name) or _plan_for(cfg, spec)
-        _mount(cfg, spec, plan, False, result)
+        plan = registry.load_plan(cfg, name) or mount_plan(cfg, spec)
+        present = [is_mount_root(t) for t in plan.targets()]
+        current = resolve_image(cfg, "current") if spec.image == "current" and not any(present) else None
+        steps = plan_mount(cfg, spec, plan, present, current)[1]
+        apply_steps(cfg, name, steps, lock)
+    result.actions = [s.action for s in steps if s.action]
     result.changed = bool(result.actions)
     return result
 
@@ -427,7 +192,7 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
             continue
         mounted = {m.target for m in mounts.get(name, [])}
         root = cfg.jail_root(name)
-        targets = [m.target for m in plan_mounts(cfg, spec, spec.image_id, Path("/")).mounts]
+        targets = [m.target for m in spec.mount_plan(cfg, spec.image_id, Path("/")).mounts]
         entries = [{"target": t, "mounted": host_target(root, t) in mounted} for t in targets]
         sessions = live_sessions(cfg, name, prune=False) if mounted else []
         fact = {
@@ -462,4 +227,4 @@ def _disk_usage(path: Path) -> int:
     return total
 
 
-__all__ = ["LIMIT_KEYS", "STATES", "JailError", "Result", "converge", "converge_many", "jail_facts", "mount_tenant"]
+__all__ = ["LIMIT_KEYS", "STATES", "JailError", "PartialFailure", "Result", "converge", "converge_many", "jail_facts", "mount_tenant"]

@@ -17,6 +17,11 @@ class tenant_lock:  # lower case: used like a function, `with tenant_lock(cfg, n
     """Hold the tenant's lock for a `with` block, which gets True; with wait=False and
     the lock busy, the block gets False and holds nothing.
 
+    A purge unlinks the lock file while it holds it (`unlink_locked`), so a
+    locker that opened the file before that and got the lock after it holds a
+    lock nobody else can see: after flock, the path must still name the locked
+    inode, else the lock is taken again on the file now there.
+
     A class, not a contextlib generator: the launcher's mount step imports this
     on every cold launch, and contextlib is a measurable part of that start.
     """
@@ -28,14 +33,36 @@ class tenant_lock:  # lower case: used like a function, `with tenant_lock(cfg, n
 
     def __enter__(self) -> bool:
         flags = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
-        self.fd = open_making_parents(self.path, flags, 0o600)
+        while True:
+            self.fd = open_making_parents(self.path, flags, 0o600)
+            try:
+                fcntl.flock(self.fd, self.op)
+            except BlockingIOError:
+                self.__exit__()
+                return False
+            except OSError as exc:
+                self.__exit__()
+                raise JailError(f"cannot lock {self.path}: {exc.strerror}") from exc
+            if self._still_linked():
+                return True
+            self.__exit__()  # unlinked by a purge meanwhile: lock the file there now
+
+    def _still_linked(self) -> bool:
+        held = posix.fstat(self.fd)
         try:
-            fcntl.flock(self.fd, self.op)
-        except BlockingIOError:
+            now = posix.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
             return False
-        except OSError as exc:
-            self.__exit__()
-            raise JailError(f"cannot lock {self.path}: {exc.strerror}") from exc
+        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+    def unlink_locked(self) -> bool:
+        """Remove the lock file while holding it (purge); lockers waiting on it lock a new one."""
+        if self.fd < 0:
+            raise JailError(f"{self.path} is not held")
+        try:
+            posix.unlink(self.path)
+        except FileNotFoundError:
+            return False
         return True
 
     def __exit__(self, *exc: object) -> None:

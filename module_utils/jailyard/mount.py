@@ -52,7 +52,7 @@ def mount_state(plan: MountPlan) -> list[tuple[MountEntry, bool]]:
 
 
 def is_mounted(plan: MountPlan) -> bool:
-    return all(present for _, present in mount_state(plan))
+    return all(present for _entry, present in mount_state(plan))
 
 
 def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]] | None = None) -> list[str]:
@@ -64,18 +64,18 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
     """
     if state is None:
         state = mount_state(plan)
-    if all(present for _, present in state):
+    if all(present for _entry, present in state):
         return []
     root = plan.root
     if not state[0][1]:
-        if any(present for _, present in state):
+        if any(present for _entry, present in state):
             # Pieces left below a missing root (half expired, stale): clear them all first.
             # Only then are the mounts below the root listed, so mounting stays constant work per jail.
             from .mounttable import mounts_below
 
             for leftover in reversed(mounts_below(root)):
                 kernel.umount(leftover.target, detach=True)
-        state = [(m, False) for m, _ in state]
+        state = [(m, False) for m, _present in state]
     with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
         _ensure_root_dir(jails_fd, plan.name)
     done: list[str] = []

@@ -1,4 +1,8 @@
-"""MountPlan: what a jail's mounts are, computed from its spec, and the plan file the launcher reads."""
+"""MountPlan: the plan file the launcher and the mount step read (TenantSpec.mount_plan makes one).
+
+Imported by the launcher's mount step on every cold launch: no imports beyond
+errors and record, and none of spec.py (which imports this one).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,6 @@ from .record import Record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from .config import Config
-    from .spec import TenantSpec
 
 PLAN_VERSION = 1
 LIMIT_KEYS = ("cpu", "mem", "procs", "fsize", "nofile", "wall")
@@ -83,37 +84,6 @@ def host_target(root: str | Path, target: str) -> str:
     return str(root) if target == "/" else f"{root}{target}"
 
 
-def plan_mounts(cfg: Config, spec: TenantSpec, image_id: str, image_root: Path) -> MountPlan:
-    """The mounts of a jail, in order. The launcher never computes these itself."""
-    tdir = f"{cfg.tenants_dir}/{spec.name}"
-    for path in (image_root, tdir, cfg.jails_dir):
-        if any(c.isspace() for c in str(path)):
-            raise JailError(f"path {str(path)!r} contains whitespace, which the plan format cannot carry")
-    tenant_rw = ("nosuid", "nodev")
-    mounts: list[MountEntry] = []
-    if spec.layout == "bind":
-        mounts.append(MountEntry("/", "bind", str(image_root), ("ro", "nosuid", "nodev")))
-        mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
-        mounts.append(MountEntry("/tmp", "bind", f"{tdir}/tmp", tenant_rw))
-    else:
-        mounts.append(MountEntry("/", "overlay", f"{image_root}:{tdir}/upper:{tdir}/work", tenant_rw))
-        mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
-    mounts.append(MountEntry("/etc/passwd", "bind", f"{tdir}/etc/passwd", ("ro", "nosuid", "nodev")))
-    mounts.append(MountEntry("/etc/group", "bind", f"{tdir}/etc/group", ("ro", "nosuid", "nodev")))
-    return MountPlan(
-        name=spec.name,
-        uid=spec.uid,
-        gid=spec.gid,
-        hostname=spec.hostname,
-        home=f"/home/{spec.name}",
-        root=f"{cfg.jails_dir}/{spec.name}",
-        image=image_id,
-        net=spec.net,
-        limits=dict(spec.limits),
-        mounts=tuple(mounts),
-    )
-
-
 def parse_plan(text: str, origin: str) -> MountPlan:
     """Read a plan file back (the same strict format the launcher parses)."""
     fields: dict[str, str] = {}
@@ -147,15 +117,3 @@ def parse_plan(text: str, origin: str) -> MountPlan:
         )
     except (KeyError, ValueError) as exc:
         raise JailError(f"{origin}: incomplete plan ({exc})") from exc
-
-
-def render_passwd(spec: TenantSpec) -> str:
-    return (
-        "root:x:0:0:root:/root:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-        f"{spec.name}:x:{spec.uid}:{spec.gid}:{spec.name}:/home/{spec.name}:/bin/sh\n"
-    )
-
-
-def render_group(spec: TenantSpec) -> str:
-    return f"root:x:0:\nnogroup:x:65534:\n{spec.name}:x:{spec.gid}:\n"

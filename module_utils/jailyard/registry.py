@@ -49,7 +49,8 @@ def uid_owner(cfg: Config, uid: int) -> str | None:
         return None
 
 
-def reserve_uid(cfg: Config, uid: int, name: str) -> None:
+def reserve_uid(cfg: Config, uid: int, name: str) -> bool:
+    """Reserve uid for name; True if this call made the reservation, False if name held it already."""
     index = cfg.uid_index()
     index.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -58,3 +59,11 @@ def reserve_uid(cfg: Config, uid: int, name: str) -> None:
         owner = uid_owner(cfg, uid)
         if owner != name:
             raise JailError(f"uid {uid} already belongs to tenant {owner!r}") from None
+        return False
+    return True
+
+
+def release_uid(cfg: Config, uid: int, name: str) -> None:
+    """Drop name's reservation of uid (the caller holds name's lock)."""
+    if uid_owner(cfg, uid) == name:
+        os.unlink(cfg.uid_index() / str(uid))

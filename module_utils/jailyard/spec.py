@@ -1,15 +1,17 @@
-"""TenantSpec: the registry entry of one tenant (tenant.json) and its validation."""
+"""TenantSpec: the registry entry of one tenant (tenant.json), its validation, and what follows from it
+(its mount plan, its passwd and group). Imports plan.py, never the other way round."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from .config import Config
 from .errors import JailError
-from .plan import LIMIT_KEYS, NAME_PATTERN, is_valid_name
+from .plan import LIMIT_KEYS, NAME_PATTERN, MountEntry, MountPlan, is_valid_name
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 LAYOUTS = ("bind", "overlay")
@@ -96,6 +98,47 @@ class TenantSpec:
         for pkg in self.packages:
             if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
                 raise JailError(f"invalid package name {pkg!r} for {self.name}")
+
+    def mount_plan(self, cfg: Config, image_id: str, image_root: Path) -> MountPlan:
+        """The mounts of the jail, in order. The launcher never computes these itself."""
+        tdir = f"{cfg.tenants_dir}/{self.name}"
+        for path in (image_root, tdir, cfg.jails_dir):
+            if any(c.isspace() for c in str(path)):
+                raise JailError(f"path {str(path)!r} contains whitespace, which the plan format cannot carry")
+        tenant_rw = ("nosuid", "nodev")
+        mounts: list[MountEntry] = []
+        if self.layout == "bind":
+            mounts.append(MountEntry("/", "bind", str(image_root), ("ro", "nosuid", "nodev")))
+            mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
+            mounts.append(MountEntry("/tmp", "bind", f"{tdir}/tmp", tenant_rw))
+        else:
+            mounts.append(MountEntry("/", "overlay", f"{image_root}:{tdir}/upper:{tdir}/work", tenant_rw))
+            mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
+        mounts.append(MountEntry("/etc/passwd", "bind", f"{tdir}/etc/passwd", ("ro", "nosuid", "nodev")))
+        mounts.append(MountEntry("/etc/group", "bind", f"{tdir}/etc/group", ("ro", "nosuid", "nodev")))
+        return MountPlan(
+            name=self.name,
+            uid=self.uid,
+            gid=self.gid,
+            hostname=self.hostname,
+            home=f"/home/{self.name}",
+            root=f"{cfg.jails_dir}/{self.name}",
+            image=image_id,
+            net=self.net,
+            limits=dict(self.limits),
+            mounts=tuple(mounts),
+        )
+
+    def passwd(self) -> str:
+        """The jail's own /etc/passwd: root, nobody, the tenant."""
+        return (
+            "root:x:0:0:root:/root:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            f"{self.name}:x:{self.uid}:{self.gid}:{self.name}:/home/{self.name}:/bin/sh\n"
+        )
+
+    def group(self) -> str:
+        return f"root:x:0:\nnogroup:x:65534:\n{self.name}:x:{self.gid}:\n"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

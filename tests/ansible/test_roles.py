@@ -1,4 +1,4 @@
-"""The product shell: roles render valid units and configs, variables are documented, the README keeps its promises."""
+"""The product shell: roles render valid units and configs, variables are documented (docs/variables.md), the README keeps its promises."""
 
 from __future__ import annotations
 
@@ -107,21 +107,35 @@ def test_every_default_is_described_in_argument_specs(role: str) -> None:
         assert option.get("description"), f"{name} has no description"
 
 
-def readme_variables() -> dict[str, str]:
-    """Variable -> default, from the README's variables table."""
-    text = (REPO / "README.md").read_text()
-    rows = re.findall(r"^\| `(jail_[a-z_]+)` \| ([^|]*) \|", text, flags=re.M)
-    return {name: default.strip() for name, default in rows}
-
-
-def test_readme_variables_table_matches_argument_specs() -> None:
-    documented = set(readme_variables())
-    specified = set()
+def role_variables() -> set[str]:
+    names: set[str] = set()
     for spec in REPO.glob("roles/*/meta/argument_specs.yml"):
-        specified |= set(yaml.safe_load(spec.read_text())["argument_specs"]["main"].get("options", {}))
-    assert documented == specified, (
-        f"missing in README: {sorted(specified - documented)}; not a role variable: {sorted(documented - specified)}"
-    )
+        names |= set(yaml.safe_load(spec.read_text())["argument_specs"]["main"].get("options", {}))
+    return names
+
+
+def test_variables_doc_is_generated_from_argument_specs() -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import vars_table
+
+    doc = (REPO / "docs" / "variables.md").read_text()
+    assert doc == vars_table.document(), "docs/variables.md is stale: python tests/ansible/vars_table.py > docs/variables.md"
+    documented = set(re.findall(r"^\| `(jail_[a-z_]+)` \|", doc, flags=re.M))
+    assert documented == role_variables()
+
+
+def test_variables_doc_has_no_raw_ansible_markup() -> None:
+    # C(...), V(...), O(...), I(...) are ansible-doc markup; Markdown shows them raw.
+    raw = re.findall(r"\b[BCEILMOUV]\([^)]*\)", (REPO / "docs" / "variables.md").read_text())
+    assert not raw, raw
+
+
+def test_argument_specs_name_only_variables_that_exist() -> None:
+    """A description once said `must match C(jail_base_image_dir)`, a variable no role has."""
+    known = role_variables() | {p.name for p in (REPO / "roles").iterdir()} | {p.stem for p in (REPO / "library").glob("*.py")}
+    for spec in REPO.glob("roles/*/meta/argument_specs.yml"):
+        named = set(re.findall(r"\bjail_[a-z_]+", spec.read_text()))
+        assert named <= known, f"{spec.relative_to(REPO)} names {sorted(named - known)}, which no role or module has"
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one() -> None:
@@ -162,3 +176,14 @@ def test_make_pytest_fails_when_nothing_is_collected() -> None:
     )
     assert run.returncode != 0
     assert "pytest collected no tests" in run.stderr
+
+
+def test_readme_examples_create_jails_with_uids_the_demo_inventory_leaves_free() -> None:
+    """The first ad-hoc example created bob with uid 10002, demo2's uid: it failed as written after `make site`."""
+    demo = yaml.safe_load((REPO / "inventory" / "local" / "group_vars" / "jail_hosts.yml").read_text())["jail_tenants_list"]
+    taken = {t["uid"]: t["name"] for t in demo}
+    blocks = "\n".join(re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S))
+    uids = [int(uid) for uid in re.findall(r"\buid=(\d+)|--uid (\d+)", blocks) for uid in uid if uid]
+    assert uids, "no example creates a jail: the pattern is broken"
+    clashes = [f"uid {uid} is {taken[uid]}'s" for uid in uids if uid in taken]
+    assert not clashes, clashes

@@ -19,7 +19,7 @@ from imagetest import CACHE, bookworm, needs_root_and_debootstrap
 
 from jailtest import REPO
 from jailyard.config import Config
-from jailyard.image import ensure_image
+from jailyard.imagebuild import ensure_image
 
 
 @pytest.fixture(scope="session")
@@ -59,23 +59,3 @@ def run_playbook(tmp_path: Path):
         return out.returncode, out.stdout + out.stderr
 
     return run
-
-
-@pytest.fixture(scope="session", autouse=True)
-def findmnt_unchanged(tmp_path_factory: pytest.TempPathFactory):
-    """This run leaves no mount behind under its own tmp dirs (everything these tests mount is there).
-
-    Overrides the suite-wide check for tests/image only: that one compares the whole
-    mount table, and on a shared machine other runs (podman, other pytest sessions)
-    mount and unmount during these slow tests and were reported as ours.
-    """
-    base = str(tmp_path_factory.getbasetemp())
-
-    def ours() -> set[str]:
-        out = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True).stdout
-        return {t for t in out.splitlines() if t == base or t.startswith(f"{base}/")}
-
-    before = ours()
-    yield
-    extra = sorted(ours() - before)
-    assert not extra, f"the image tests left mounts behind: {extra[:10]}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jailyard.image import Recipe, host_mirror
+from jailyard.imagebuild import Recipe, host_mirror
 
 # The role's default cache: a machine (or CI) downloads the packages once.
 CACHE = Path(os.environ.get("JAILYARD_DEBOOTSTRAP_CACHE", "/var/cache/jailyard/debootstrap"))

@@ -17,21 +17,16 @@ from imagetest import CACHE, bookworm, needs_root_and_debootstrap
 from jailtest import make_config
 from jailyard.config import Config
 from jailyard.errors import JailError
-from jailyard.image import (
+from jailyard.image import current_image, gc_images, image_rootfs, list_images, resolve_image, set_current
+from jailyard.imagebuild import (
     JAIL_FILES,
     Recipe,
     content_hash,
-    current_image,
     ensure_image,
-    gc_images,
     host_mirror,
-    image_rootfs,
     install_packed,
     install_pending,
-    list_images,
     pack_image,
-    resolve_image,
-    set_current,
     verify_image,
 )
 from jailyard.kernel import umount

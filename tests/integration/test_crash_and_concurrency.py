@@ -68,6 +68,10 @@ def test_kill_9_in_the_middle_of_a_create_leaves_whole_tenants_and_the_next_run_
     results = converge_many(cfg, [{"name": f"t{i}", "uid": 10000 + i, "layout": "bind" if i % 2 else "overlay"} for i in range(n)])
     assert not any(r.changed for r in results)
     converge_many(cfg, [], exclusive=True, defaults={"purge": True})
+    # Purged whole: no uid reservation, staging dir, lock, last-use stamp or session dir is left behind.
+    assert os.listdir(cfg.tenants_dir) in ([], [".uids"]) and os.listdir(cfg.uid_index()) == []
+    for records in ("locks", "lastuse", "sessions"):
+        assert not os.path.isdir(cfg.run_dir / records) or os.listdir(cfg.run_dir / records) == [], records
 
 
 def test_two_runs_at_once_both_succeed_and_mount_each_jail_once(cfg: Config) -> None:

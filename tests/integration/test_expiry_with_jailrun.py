@@ -34,7 +34,9 @@ def jr(tmp_path_factory: pytest.TempPathFactory, image_store: Path):
     base = tmp_path_factory.mktemp("expiry-jailrun")
     cfg = make_config(base, image_store, cgroup_name=f"jailyard-test-expiry-{os.getpid()}")
     build = base / "build"
-    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={cfg.path}"], check=True)
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={cfg.path}", f"AUDIT_LOG={base}/log/launch.log"], check=True
+    )
     os.chmod(build / "jailrun", 0o4755)
     try:
         yield cfg, str(build / "jailrun")

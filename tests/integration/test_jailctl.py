@@ -29,9 +29,9 @@ def ok(cfg: Config, *args: str) -> str:
 def test_create_mount_list_status_unmount_remove(cfg: Config) -> None:
     assert "would create jail alice" in ok(cfg, "create", "alice", "--uid", "10001", "--check")
     assert not cfg.tenant_dir("alice").exists()
-    assert "did create jail alice" in ok(cfg, "create", "alice", "--uid", "10001", "--limit", "mem=1048576")
+    assert "alice: created jail alice" in ok(cfg, "create", "alice", "--uid", "10001", "--limit", "mem=1048576")
     assert "alice: nothing to do (present)" in ok(cfg, "create", "alice")
-    assert "did mount alice" in ok(cfg, "mount", "alice")
+    assert "alice: mounted alice: /" in ok(cfg, "mount", "alice")
     table = ok(cfg, "list").splitlines()
     assert table[0].split() == ["NAME", "UID", "LAYOUT", "IMAGE", "MOUNTED", "SESSIONS"]
     assert table[1].split() == ["alice", "10001", "bind", "0123456789ab", "yes", "0"]
@@ -39,11 +39,11 @@ def test_create_mount_list_status_unmount_remove(cfg: Config) -> None:
     assert status["mounted"] and status["limits"]["mem"] == 1048576
     listed = json.loads(ok(cfg, "--json", "list"))
     assert [j["name"] for j in listed] == ["alice"]
-    assert "did unmount alice" in ok(cfg, "unmount", "alice")
+    assert "alice: unmounted alice: /" in ok(cfg, "unmount", "alice")
     assert "mount /: not mounted" in ok(cfg, "status", "alice")
-    assert "did remove alice/tenant.json" in ok(cfg, "remove", "alice")
+    assert "alice: removed alice/tenant.json" in ok(cfg, "remove", "alice")
     assert (cfg.tenant_dir("alice") / "home" / "alice").is_dir()
-    assert "did purge alice/home" in ok(cfg, "remove", "alice", "--purge")
+    assert "alice: purged alice/home" in ok(cfg, "remove", "alice", "--purge")
     assert ok(cfg, "list").strip() == "(none)"
 
 
@@ -53,6 +53,18 @@ def test_create_mount_list_status_unmount_remove(cfg: Config) -> None:
         (("create", "../x", "--uid", "10001"), "jailctl: error: invalid jail name '../x'"),
         (("create", "bob"), "jailctl: error: uid is required to create jail bob"),
         (("create", "bob", "--uid", "10001", "--limit", "cpus=1"), "jailctl: error: invalid --limit 'cpus=1'"),
+        # "--limit mem=512M" was refused, blaming the key; jailrun takes K, M, G, T.
+        (
+            ("create", "bob", "--uid", "10001", "--limit", "mem=512X"),
+            "jailctl: error: invalid --limit 'mem=512X': the value of mem must be a non-negative integer with an optional K, M, G or T suffix, got '512X'",
+        ),
+        (
+            ("create", "bob", "--uid", "10001", "--limit", "procs=5M"),
+            "jailctl: error: invalid --limit 'procs=5M': the value of procs must be a non-negative integer, got '5M'",
+        ),
+        # "jailctl unmount nosuch" said "uid is required to create jail nosuch".
+        (("unmount", "nosuch"), "jailctl: error: unknown jail 'nosuch'"),
+        (("mount", "nosuch"), "jailctl: error: unknown jail 'nosuch' (give --uid to create it)"),
         (("status", "ghost"), "jailctl: error: unknown jail 'ghost'"),
         (("mount", "bob", "--uid", "5"), "jailctl: error: uid 5 of bob is outside the tenant range 10000-59999"),
     ],
@@ -78,3 +90,64 @@ def test_malformed_config_is_named(cfg: Config) -> None:
     assert out.returncode == 1
     assert out.stderr.strip().endswith("unknown key 'colour'")
     assert str(cfg.path) in out.stderr
+
+
+def test_limit_takes_the_suffixes_jailrun_takes(cfg: Config) -> None:
+    """`--limit mem=512M` was refused; jailrun accepts K, M, G, T."""
+    ok(cfg, "create", "alice", "--uid", "10001", "--limit", "mem=512M", "--limit", "fsize=2G", "--limit", "cpu=30")
+    limits = json.loads(ok(cfg, "status", "alice", "--json"))["limits"]
+    assert (limits["mem"], limits["fsize"], limits["cpu"]) == (512 << 20, 2 << 30, 30)
+
+
+def test_json_list_into_a_closed_pipe_exits_quietly(cfg: Config) -> None:
+    """`jailctl --json list | head -3` printed a BrokenPipeError traceback."""
+    for i in range(3):
+        ok(cfg, "create", f"t{i}", "--uid", str(10001 + i))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: as `head` after its lines, without the race
+    try:
+        out = subprocess.run(
+            ["/usr/bin/python3", str(REPO / "bin" / "jailctl"), "--config", str(cfg.path), "--json", "list"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write_end)
+    assert out.stderr == ""
+    assert out.returncode == 141
+
+
+def test_errors_name_the_flag_of_jailctl(cfg: Config) -> None:
+    """Errors said "set force" where jailctl's flag is --force."""
+    ok(cfg, "mount", "alice", "--uid", "10001")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        from jailyard.sessions import record_session
+
+        record_session(cfg, "alice", sleeper.pid)
+        out = jailctl(cfg, "unmount", "alice")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert out.returncode == 1
+    assert "set --force to unmount it anyway" in out.stderr, out.stderr
+
+
+def test_gid_of_another_tenant_needs_shared_gid(cfg: Config) -> None:
+    """`--gid 12001` (another tenant's group) was accepted."""
+    ok(cfg, "create", "a", "--uid", "12001")
+    out = jailctl(cfg, "create", "b", "--uid", "12002", "--gid", "12001")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "jailctl: error: gid 12001 of jail b is the group of tenant 'a'; set --shared-gid to share it"
+    assert "b: created jail b" in ok(cfg, "create", "b", "--uid", "12002", "--gid", "12001", "--shared-gid")
+
+
+def test_images_says_yes_or_no(cfg: Config) -> None:
+    """`jailctl images` printed Python's True/False."""
+    table = ok(cfg, "images").splitlines()
+    assert table[0].split() == ["ID", "CURRENT", "IN_USE", "CREATED", "SIZE"]
+    row = table[1].split()
+    # IN_USE may be yes: another suite on this host can have a jail of the shared test image mounted.
+    assert row[:2] == ["0123456789abcdef", "yes"] and row[2] in ("yes", "no")
+    assert "True" not in table[1] and "False" not in table[1]

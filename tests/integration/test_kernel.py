@@ -93,12 +93,33 @@ def test_errors_name_the_call_and_the_errno(tmp_path: Path) -> None:
 
 
 def test_the_mount_step_imports_only_light_modules() -> None:
-    # Every cold launch pays for each import here (see jailyard/helper.py): the
-    # fast path must stay clear of these, which cost 0.3-2 ms each.
+    # Every cold launch pays for each import here (see bin/jailyard_mount.py): the
+    # fast path must stay clear of these, which cost 0.3-2 ms each. The script runs
+    # as the launcher runs it (-I -S), its path lookup included, short of main().
+    script = REPO / "bin" / "jailyard-mount"
     heavy = ["os", "ctypes", "types", "pathlib", "dataclasses", "re", "json", "typing", "contextlib", "shutil", "tempfile"]
+    heavy += ["hashlib", "subprocess", "jailyard.image", "jailyard.imagebuild"]
     code = (
-        f"import sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); import jailyard.helper; "
+        f"import sys; path = {str(script)!r}; "
+        "exec(compile(open(path).read(), path, 'exec'), {'__file__': path, '__name__': 'jailyard_mount_script'}); "
+        "print(sys.modules['jailyard_mount'].__file__, sys.modules['jailyard'].__file__); "
         f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    found, loaded = out.stdout.split("\n", 1)
+    assert found.split() == [f"{REPO}/bin/jailyard_mount.py", f"{REPO}/bin/../module_utils/jailyard/__init__.py"]
+    assert loaded.split() == []
+
+
+def test_the_mount_steps_full_path_never_imports_the_image_build_code() -> None:
+    # No plan yet or a new current image: the step goes through lifecycle, which
+    # reads the image store (jailyard.image) only; building, hashing and packing
+    # (jailyard.imagebuild) are for the jail_image module and jailctl's builders.
+    build = ["jailyard.imagebuild", "hashlib", "subprocess", "tempfile", "tarfile"]
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); "
+        "import jailyard.config, jailyard.lifecycle, jailyard.image; "
+        f"print(' '.join(m for m in {build!r} if m in sys.modules))"
     )
     out = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []

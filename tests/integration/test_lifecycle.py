@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jailtest import make_config
+from jailtest import _under, make_config
 from jailyard import registry
 from jailyard.config import Config
 from jailyard.errors import JailError
@@ -28,7 +28,7 @@ def jail_mounts(cfg: Config, name: str) -> list:
 
 
 def snapshot(*roots: Path) -> list[tuple]:
-    """Every path under roots with its type, owner, mode and (for files) content, plus the mount table."""
+    """Every path under roots with its type, owner, mode and (for files) content, plus the mounts below them."""
     entries = []
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
@@ -37,7 +37,8 @@ def snapshot(*roots: Path) -> list[tuple]:
                 st = p.lstat()
                 body = p.read_bytes() if stat.S_ISREG(st.st_mode) else b""
                 entries.append((str(p), st.st_mode, st.st_uid, st.st_gid, body))
-    entries.append(tuple(sorted(m.target for m in read_mountinfo())))
+    # Only mounts below these roots: other callers mount and unmount elsewhere on a busy host meanwhile.
+    entries.append(tuple(sorted(m.target for m in read_mountinfo() if any(_under(m.target, r) for r in roots))))
     return entries
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jailtest import REPO
+from jailtest import REPO, make_config
 from jailyard.config import Config
 from jailyard.mountinfo import jails_with_mounts, read_mountinfo
 
@@ -90,3 +90,110 @@ def test_bad_item_fails_with_one_message_and_changes_nothing(cfg: Config, tmp_pa
     assert out.returncode != 0
     assert "invalid jail name 'Bad!'" in out.stdout
     assert not cfg.tenant_dir("ok").exists()
+
+
+def adhoc(cfg: Config, tmp_path: Path, module: str, args: dict) -> tuple[bool, dict]:
+    """`ansible localhost -m MODULE -a JSON`, as a new user would try it; (ok, the module's result)."""
+    ansible = Path(sys.executable).parent / "ansible"
+    if not ansible.exists():
+        pytest.skip("ansible is not installed next to this python")
+    env = {
+        **os.environ,
+        "ANSIBLE_LIBRARY": str(REPO / "library"),
+        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "json",
+    }
+    cmd = [str(ansible), "localhost", "-c", "local", "-i", "localhost,", "-m", module, "-a", json.dumps({**args, "config": str(cfg.path)})]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return out.returncode == 0, result
+
+
+def test_adhoc_partial_limits_take_the_rest_from_the_spec_or_the_defaults(cfg: Config, tmp_path: Path) -> None:
+    """-a '{"name":"x","uid":12008,"limits":{"mem":268435456}}' failed: "limits.cpu must be a non-negative integer, got None"."""
+    ok, result = adhoc(cfg, tmp_path, "jail", {"name": "x", "uid": 12008, "limits": {"mem": 268435456}, "state": "present"})
+    assert ok, result
+    limits = result["jail"]["spec"]["limits"]
+    assert limits == {**cfg.default_limits(), "mem": 268435456}
+    ok, result = adhoc(cfg, tmp_path, "jail", {"name": "x", "limits": {"procs": 7}, "state": "present"})
+    assert ok, result
+    assert result["jail"]["spec"]["limits"] == {**cfg.default_limits(), "mem": 268435456, "procs": 7}
+
+
+def test_bulk_task_failing_part_way_reports_changed_the_failed_jail_and_the_rest(cfg: Config, tmp_path: Path) -> None:
+    """A bulk task that failed at a busy jail reported `FAILED, changed: false` although earlier jails were unmounted."""
+    from jailyard.lifecycle import converge_many
+    from jailyard.sessions import record_session
+
+    converge_many(cfg, [{"name": f"t{i}", "uid": 10000 + i} for i in range(3)])
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        record_session(cfg, "t1", sleeper.pid)
+        ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": f"t{i}"} for i in range(3)], "state": "unmounted"})
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not ok
+    assert result["changed"] is True
+    assert result["failed_jail"] == "t1"
+    assert "live session" in result["error"] and "force=true" in result["error"]
+    assert result["not_attempted"] == ["t2"]
+    assert [r["name"] for r in result["results"]] == ["t0"]
+    assert result["actions"] == [a for a in result["results"][0]["actions"]]
+
+
+def test_another_tenants_gid_is_refused_unless_shared_gid(cfg: Config, tmp_path: Path) -> None:
+    """`--gid 12001` (another tenant's group) was accepted."""
+    assert adhoc(cfg, tmp_path, "jail", {"name": "a", "uid": 12001, "state": "present"})[0]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"name": "b", "uid": 12002, "gid": 12001, "state": "present"})
+    assert not ok
+    assert result["msg"] == "gid 12001 of jail b is the group of tenant 'a'; set shared_gid=true to share it"
+    assert not cfg.tenant_dir("b").exists()
+    ok, result = adhoc(cfg, tmp_path, "jail", {"name": "b", "uid": 12002, "gid": 12001, "shared_gid": True, "state": "present"})
+    assert ok, result
+    assert result["jail"]["spec"]["gid"] == 12001
+
+
+def test_jail_image_installed_reports_the_actions_it_took(tmp_path: Path) -> None:
+    """`jail_image state=installed` returned changed: true with actions: []."""
+    from jailtest import make_busybox_rootfs
+    from jailyard.image import content_hash, pack_image
+
+    build = Config(images_dir=tmp_path / "build")
+    staging = tmp_path / "build" / "staging" / "rootfs"
+    make_busybox_rootfs(staging)
+    image_id, _, _ = content_hash(staging)
+    (tmp_path / "build" / "staging").rename(tmp_path / "build" / image_id)
+    archive, checksum = pack_image(build, image_id)
+    node = tmp_path / "node"
+    node.mkdir()
+    (node / "images").mkdir()
+    cfg = make_config(node, node / "images")
+    args = {"state": "installed", "archive": str(archive), "sha256": checksum}
+    ok, first = adhoc(cfg, tmp_path, "jail_image", args)
+    assert ok, first
+    assert first["changed"] is True
+    assert first["actions"] == [f"install image {image_id} from {archive}", f"make image {image_id} current"]
+    ok, second = adhoc(cfg, tmp_path, "jail_image", args)
+    assert ok and second["changed"] is False and second["actions"] == [], second
+
+
+def test_bulk_items_are_checked_by_ansibles_argument_spec(cfg: Config, tmp_path: Path) -> None:
+    """The keys and types of `jails` items were checked by hand; now by their suboptions."""
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "colour": "blue"}]})
+    assert not ok
+    assert result["msg"].startswith("Unsupported parameters for (jail) module: jails.colour."), result["msg"]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"uid": 10001}]})
+    assert not ok and result["msg"] == "missing required arguments: name found in jails", result["msg"]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": "many"}]})
+    assert not ok and "'many'\" cannot be converted to an int" in result["msg"], result["msg"]
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "state": "gone"}]})
+    assert not ok and result["msg"].startswith("value of state must be one of: present, mounted"), result["msg"]
+    assert not any(cfg.tenants_dir.iterdir())
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "limits": {"mem": 1048576}}], "state": "present"})
+    assert ok and result["count"] == {"total": 1, "changed": 1}, result

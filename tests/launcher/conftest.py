@@ -2,7 +2,8 @@
 
 One session-wide node: a busybox image (plus the static `attack` program in
 /bin), a root-owned config, a jailrun built with that config path baked in
-and installed setuid root, and tenants made through the Python side
+and installed setuid root (its audit log, AUDIT_LOG, in the node's own `log/`,
+so a test reads only this session's launches), and tenants made through the Python side
 (`jailyard.lifecycle.converge`, state present: the launcher mounts them on
 demand through the real mount helper). Teardown unmounts everything under the
 node in reverse order (jails, the template namespace pin) and removes the
@@ -73,6 +74,12 @@ class Node:
     jailrun: str
     attack: str  # host copy of the attack program
     evil_so: str  # an LD_PRELOAD payload that leaves a marker when loaded
+    audit_log: Path  # the audit log baked into every jailrun this session builds
+
+    def build_jailrun(self, build: Path, conf: Path) -> str:
+        """Another jailrun with its own config, logging to the node's audit log; returns its path."""
+        build_jailrun(build, conf, self.audit_log)
+        return str(build / "jailrun")
 
     def run(self, *argv: str, user: int | None = None, env: dict | None = None, timeout: float = 60, **kw):
         return subprocess.run(
@@ -87,6 +94,10 @@ class Node:
 
     def home(self, name: str) -> Path:
         return self.cfg.tenants_dir / name / "home" / name
+
+
+def build_jailrun(build: Path, conf: Path, audit_log: Path) -> None:
+    subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={conf}", f"AUDIT_LOG={audit_log}"], check=True)
 
 
 @pytest.fixture(scope="session")
@@ -118,13 +129,14 @@ def node():
         conf.write_text(cfg.render())
         conf.chmod(0o644)
         cfg = Config(**{**cfg.__dict__, "path": conf})
-        subprocess.run(["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={conf}"], check=True)
+        audit_log = base / "log" / "launch.log"  # the launcher makes log/ itself (root, 0750)
+        build_jailrun(build, conf, audit_log)
         jailrun = build / "jailrun"
         os.chown(jailrun, 0, 0)
         jailrun.chmod(0o4755)
         for name, uid in TENANTS.items():
             converge(cfg, {"name": name, "uid": uid, "state": "present", "net": name in NET_TENANTS})
-        yield Node(base, cfg, str(jailrun), str(attack), str(evil))
+        yield Node(base, cfg, str(jailrun), str(attack), str(evil), audit_log)
     finally:
         _unmount_all(base)
         remove_cgroups(CGROUP_NAME)

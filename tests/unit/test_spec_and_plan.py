@@ -11,7 +11,7 @@ import pytest
 from jailyard.conffile import DEFAULTS, parse_values
 from jailyard.config import Config, parse_config
 from jailyard.errors import JailError
-from jailyard.plan import NAME_PATTERN, MountEntry, is_valid_name, parse_plan, plan_mounts
+from jailyard.plan import NAME_PATTERN, MountEntry, is_valid_name, parse_plan
 from jailyard.spec import TenantSpec, check_name
 
 CFG = Config()
@@ -73,7 +73,7 @@ def test_spec_with_unknown_keys_is_refused() -> None:
 
 def test_bind_plan_mounts_base_readonly_nosuid_then_home_tmp_passwd() -> None:
     spec = TenantSpec.build(CFG, "alice", 10001)
-    plan = plan_mounts(CFG, spec, "abcdef01", Path("/img/rootfs"))
+    plan = spec.mount_plan(CFG, "abcdef01", Path("/img/rootfs"))
     assert [m.target for m in plan.mounts] == ["/", "/home", "/tmp", "/etc/passwd", "/etc/group"]
     assert plan.mounts[0].options == ("ro", "nosuid", "nodev")
     assert all({"nosuid", "nodev"} <= set(m.options) for m in plan.mounts)
@@ -83,7 +83,7 @@ def test_bind_plan_mounts_base_readonly_nosuid_then_home_tmp_passwd() -> None:
 
 def test_overlay_plan_has_upper_and_work_and_no_tmp_bind() -> None:
     spec = TenantSpec.build(CFG, "bob", 10002, layout="overlay")
-    plan = plan_mounts(CFG, spec, "abcdef01", Path("/img/rootfs"))
+    plan = spec.mount_plan(CFG, "abcdef01", Path("/img/rootfs"))
     assert plan.mounts[0].fstype == "overlay"
     assert plan.mounts[0].source == "/img/rootfs:/var/lib/jailyard/tenants/bob/upper:/var/lib/jailyard/tenants/bob/work"
     assert "/tmp" not in [m.target for m in plan.mounts]
@@ -91,20 +91,20 @@ def test_overlay_plan_has_upper_and_work_and_no_tmp_bind() -> None:
 
 def test_plan_file_roundtrip_is_exact() -> None:
     spec = TenantSpec.build(CFG, "alice", 10001, net=True, limits={"wall": 30})
-    plan = plan_mounts(CFG, spec, "abcdef01", Path("/img/rootfs"))
+    plan = spec.mount_plan(CFG, "abcdef01", Path("/img/rootfs"))
     assert parse_plan(plan.render(), "plan") == plan
 
 
 def test_plan_refuses_paths_with_whitespace() -> None:
     spec = TenantSpec.build(CFG, "alice", 10001)
     with pytest.raises(JailError, match="whitespace"):
-        plan_mounts(CFG, spec, "abcdef01", Path("/img/root fs"))
+        spec.mount_plan(CFG, "abcdef01", Path("/img/root fs"))
 
 
 @pytest.mark.parametrize("line", ["mount / bind", "limit cpu x", "uid 1 2", "evil 1"])
 def test_malformed_plan_lines_are_refused(line: str) -> None:
     spec = TenantSpec.build(CFG, "alice", 10001)
-    text = plan_mounts(CFG, spec, "abcdef01", Path("/i")).render() + line + "\n"
+    text = spec.mount_plan(CFG, "abcdef01", Path("/i")).render() + line + "\n"
     with pytest.raises(JailError, match="malformed plan line"):
         parse_plan(text, "plan")
 
@@ -145,3 +145,14 @@ def test_mount_step_settings_and_config_share_defaults() -> None:
     cfg = parse_config("")
     for key, value in DEFAULTS.items():
         assert str(getattr(cfg, key)) == str(value), key
+
+
+def test_plan_imports_nothing_of_spec() -> None:
+    """spec.py and plan.py imported each other (plan.py under TYPE_CHECKING); now only spec.py imports plan.py."""
+    import ast
+
+    import jailyard.plan
+
+    tree = ast.parse(Path(jailyard.plan.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "spec" not in imported and "lifecycle" not in imported, imported

@@ -27,7 +27,7 @@ def test_jailrun_is_setuid_root(host):
 def test_the_installed_package_is_compiled(host):
     # By the role's handler, before any cold launch (the tests below that launch come later):
     # the first mount step after an install must not compile what it imports.
-    helper = "/usr/local/lib/jailyard/jailyard/helper.py"
+    helper = "/usr/local/lib/jailyard/jailyard_mount.py"
     run = host.run(f"/usr/bin/python3 -I -c 'import importlib.util as u; print(u.cache_from_source(\"{helper}\"))'")
     pyc = host.file(run.stdout.strip())
     assert pyc.exists and pyc.user == "root", run.stdout + run.stderr

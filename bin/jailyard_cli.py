@@ -11,24 +11,54 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import image as images
-from .config import DEFAULT_CONFIG_PATH, Config, load_config
-from .errors import JailError
-from .expiry import expire_pass
-from .lifecycle import converge, jail_facts
-from .spec import LIMIT_KEYS
+from jailyard import image as images
+from jailyard.config import DEFAULT_CONFIG_PATH, Config, load_config
+from jailyard.errors import JailError
+from jailyard.expiry import expire_pass
+from jailyard.lifecycle import converge, jail_facts
+from jailyard.registry import load_spec
+from jailyard.spec import LIMIT_KEYS
 
 JAILRUN = "/usr/local/sbin/jailrun"
+FLAGS = {"force": "--force", "purge": "--purge", "shared_gid": "--shared-gid"}
+UNITS = {"K": 10, "M": 20, "G": 30, "T": 40}  # as jailrun's --mem and --fsize
+SIZED = ("mem", "fsize")
+# Past tense of the verbs that start an action ("mount alice: /" -> "mounted alice: /").
+PAST = {
+    "create": "created",
+    "fix": "fixed",
+    "write": "wrote",
+    "mount": "mounted",
+    "unmount": "unmounted",
+    "remove": "removed",
+    "purge": "purged",
+    "release": "released",
+    "switch": "switched",
+}
 
 
 def _limits(pairs: list[str]) -> dict[str, int]:
     limits = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in LIMIT_KEYS or not value.isdigit():
+        if not sep or key not in LIMIT_KEYS:
             raise JailError(f"invalid --limit {pair!r}: expected KEY=N with KEY one of {', '.join(LIMIT_KEYS)}")
-        limits[key] = int(value)
+        limits[key] = _limit_value(pair, key, value)
     return limits
+
+
+def _limit_value(pair: str, key: str, value: str) -> int:
+    shift = UNITS.get(value[-1:], 0) if key in SIZED else 0
+    digits = value[:-1] if shift else value
+    if not digits.isascii() or not digits.isdigit():
+        units = " with an optional K, M, G or T suffix" if key in SIZED else ""
+        raise JailError(f"invalid --limit {pair!r}: the value of {key} must be a non-negative integer{units}, got {value!r}")
+    return int(digits) << shift
+
+
+def _past(action: str) -> str:
+    verb, sep, rest = action.partition(" ")
+    return f"{PAST[verb]}{sep}{rest}" if verb in PAST else f"done: {action}"
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -80,15 +110,20 @@ def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
                 params[key] = getattr(args, key)
         if getattr(args, "net", False):
             params["net"] = True
+        if getattr(args, "shared_gid", False):
+            params["shared_gid"] = True
         if getattr(args, "limit", None):
             params["limits"] = _limits(args.limit)
-        result = converge(cfg, params, check=args.check)
+        if state in ("mounted", "unmounted") and params.get("uid") is None and load_spec(cfg, args.name) is None:
+            raise JailError(f"unknown jail {args.name!r}" + (" (give --uid to create it)" if state == "mounted" else ""))
+        result = converge(cfg, params, check=args.check, flags=FLAGS)
         if args.json:
             return result.as_dict()
-        verb = "would" if args.check else "did"
         if not result.actions:
             return f"{args.name}: nothing to do ({result.after.get('state')})"
-        return "\n".join(f"{args.name}: {verb} {a}" for a in result.actions)
+        if args.check:
+            return "\n".join(f"{args.name}: would {a}" for a in result.actions)
+        return "\n".join(f"{args.name}: {_past(a)}" for a in result.actions)
 
     return run
 
@@ -128,7 +163,8 @@ def cmd_images(cfg: Config, args: argparse.Namespace) -> Any:
     listed = images.list_images(cfg)
     if args.json:
         return listed
-    return _table(listed, ["id", "current", "in_use", "created", "size"])
+    rows = [{**row, "current": "yes" if row["current"] else "no", "in_use": "yes" if row["in_use"] else "no"} for row in listed]
+    return _table(rows, ["id", "current", "in_use", "created", "size"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,12 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--check", action="store_true", help="only say what would change")
         if state != "absent":
             p.add_argument("--uid", type=int, help="tenant uid (required to create)")
-            p.add_argument("--gid", type=int, help="tenant gid (default: the uid)")
+            p.add_argument("--gid", type=int, help="tenant gid (default: the uid); another tenant's only with --shared-gid")
+            p.add_argument("--shared-gid", action="store_true", help="allow a gid that is another tenant's group")
             p.add_argument("--layout", choices=("bind", "overlay"), help="bind (default) or overlay")
             p.add_argument("--image", help="an image id or 'current' (default)")
             p.add_argument("--hostname", help="hostname inside the jail (default: the name)")
             p.add_argument("--net", action="store_true", help="allow the network (jailrun --net)")
-            p.add_argument("--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)}")
+            p.add_argument(
+                "--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)} (mem, fsize: K, M, G, T suffixes)"
+            )
         if state in ("unmounted", "absent"):
             p.add_argument("--force", action="store_true", default=None, help="unmount even with live sessions")
         if state == "absent":
@@ -193,9 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as exc:
         print(f"jailctl: error: {exc.filename}: permission denied (run as root)", file=sys.stderr)
         return 1
-    if args.json:
-        json.dump(out, sys.stdout, indent=2, sort_keys=True, default=str)
-        sys.stdout.write("\n")
-    elif out:
-        print(out)
+    try:
+        if args.json:
+            json.dump(out, sys.stdout, indent=2, sort_keys=True, default=str)
+            sys.stdout.write("\n")
+        elif out:
+            print(out)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left (`jailctl --json list | head -3`): stop quietly, as `cat` would.
+        # Python flushes stdout again at exit; point it at /dev/null so that finds nothing to write.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a shell reports for a program the pipe ended
     return 0

@@ -1,5 +1,10 @@
 """The launcher's mount step, run as `python3 -I -S jailyard-mount --config CONF [--lock-held] NAME`.
 
+A program, not part of the jailyard library: bin/jailyard-mount (the script the
+launcher runs) imports it from beside itself, and the role installs both into
+lib_dir next to the jailyard package (a module, so its compiled form is cached;
+the script itself is compiled on every run and stays a few lines).
+
 Every cold launch starts a fresh interpreter for this, so its start-up is part
 of the launch latency. The common case (the jail has a plan and the image it
 names is still current) imports only the light modules (conffile, plan, mount,
@@ -16,11 +21,11 @@ import posix
 import sys
 import syslog
 
-from .conffile import ConfValues
-from .errors import JailError
-from .mount import mount_jail, mount_state
-from .plan import NAME_PATTERN, is_valid_name, parse_plan
-from .sessions import touch_lastuse
+from jailyard.conffile import ConfValues
+from jailyard.errors import JailError
+from jailyard.mount import mount_jail, mount_state
+from jailyard.plan import NAME_PATTERN, is_valid_name, parse_plan
+from jailyard.sessions import touch_lastuse
 
 
 def main(argv: list[str]) -> int:
@@ -47,7 +52,7 @@ def main(argv: list[str]) -> int:
         if lock_held:
             actions = mount_step(cfg, config, name)
         else:
-            from .lock import tenant_lock  # jailrun holds the lock already (--lock-held): not imported then
+            from jailyard.lock import tenant_lock  # jailrun holds the lock already (--lock-held): not imported then
 
             with tenant_lock(cfg, name):
                 actions = mount_step(cfg, config, name)
@@ -69,7 +74,7 @@ def mount_step(cfg: ConfValues, config: str, name: str) -> list[str]:
     except FileNotFoundError:
         return _full_mount_step(config, name)
     state = mount_state(plan)
-    if all(present for _, present in state):
+    if all(present for _entry, present in state):
         return []
     if not state[0][1]:
         # A fresh mount takes the current image if the jail follows it: only the
@@ -87,7 +92,7 @@ def mount_step(cfg: ConfValues, config: str, name: str) -> list[str]:
 
 def _full_mount_step(config: str, name: str) -> list[str]:
     # Imported here: the heavy modules load only when the fast path cannot serve.
-    from .config import load_config
-    from .lifecycle import mount_tenant
+    from jailyard.config import load_config
+    from jailyard.lifecycle import mount_tenant
 
     return mount_tenant(load_config(config), name, lock_held=True).actions
