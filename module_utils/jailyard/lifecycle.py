@@ -191,7 +191,7 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
     whose tenant has any (one listing of the sessions directory).
     """
     with_sessions = tenants_with_session_records(cfg)
-    targets_of: dict[str, list[str]] = {}
+    targets_of: dict[str, list[tuple[str, str]]] = {}  # layout -> (target, its path below the jail root)
     jails = str(cfg.jails_dir)
     facts = []
     for name in registry.list_tenants(cfg, pattern):
@@ -200,9 +200,10 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
             continue
         targets = targets_of.get(spec.layout)
         if targets is None:
-            targets = targets_of[spec.layout] = [m.target for m in spec.mount_plan(cfg, spec.image_id, Path("/")).mounts]
+            plan = spec.mount_plan(cfg, spec.image_id, Path("/"))
+            targets = targets_of[spec.layout] = [(m.target, host_target("", m.target)) for m in plan.mounts]
         root = f"{jails}/{name}"
-        entries = [{"target": t, "mounted": is_mount_root(host_target(root, t))} for t in targets]
+        entries = [{"target": t, "mounted": is_mount_root(root + below)} for t, below in targets]
         mounted = any(e["mounted"] for e in entries)
         sessions = live_sessions(cfg, name, prune=False) if mounted and name in with_sessions else []
         fact = {
