@@ -1,4 +1,4 @@
-"""jailctl, the node CLI: list, status, create, mount, unmount, remove, run, expire, gc, images."""
+"""jailctl, the node CLI: list, status, create, mount, unmount, remove, run, shell, sessions, kill, expire, gc, images."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from jailyard import image as images
 from jailyard.config import DEFAULT_CONFIG_PATH, Config, load_config
+from jailyard.control import SESSION_COLUMNS, kill_sessions, kill_summary, list_sessions, session_row
 from jailyard.errors import JailError
 from jailyard.expiry import expire_pass
 from jailyard.lifecycle import converge, jail_facts
@@ -134,6 +135,23 @@ def cmd_run(cfg: Config, args: argparse.Namespace) -> Any:
     os.execv(jailrun, argv)
 
 
+def cmd_shell(cfg: Config, args: argparse.Namespace) -> Any:
+    jailrun = shutil.which("jailrun") or JAILRUN
+    os.execv(jailrun, [jailrun, "--pty", args.name, "--", args.program])
+
+
+def cmd_sessions(cfg: Config, args: argparse.Namespace) -> Any:
+    found = list_sessions(cfg, args.name)
+    if args.json:
+        return [s.as_dict() for s in found]
+    return _table([session_row(s) for s in found], SESSION_COLUMNS)
+
+
+def cmd_kill(cfg: Config, args: argparse.Namespace) -> Any:
+    result = kill_sessions(cfg, args.name, session=args.session, sig=args.signal)
+    return result if args.json else kill_summary(args.name, result)
+
+
 def cmd_expire(cfg: Config, args: argparse.Namespace) -> Any:
     report = expire_pass(cfg)
     if args.json:
@@ -213,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
     p.add_argument("jailrun_args", nargs=argparse.REMAINDER, help="passed to jailrun as they are")
+    p = add("shell", cmd_shell, "An interactive shell in a jail, on a terminal of its own (jailrun --pty).")
+    p.add_argument("--program", default="/bin/sh", help="the shell, a path inside the jail (default: %(default)s)")
+    p = add("sessions", cmd_sessions, "List live sessions: pid, caller, program, start, CPU, memory, terminal.", jail=False)
+    p.add_argument("name", nargs="?", metavar="NAME", help="one jail (default: every jail)")
+    p = add("kill", cmd_kill, "End one or all of a jail's sessions, every process of each (no escape by forking).")
+    p.add_argument("--session", type=int, metavar="PID", help="only this session: its pid in `jailctl sessions`")
+    p.add_argument("--signal", default="KILL", metavar="SIG", help="a name or number (default: KILL, the one that surely ends it)")
     add("expire", cmd_expire, "Unmount jails nobody entered since the previous pass.", jail=False)
     p = add("gc", cmd_gc, "Remove base images no jail uses (never the current one).", jail=False)
     p.add_argument("--check", action="store_true", help="only say what would be removed")

@@ -55,9 +55,14 @@ const char *audit_open(void)
         return "its path is not absolute";
     memcpy(dir, path, (size_t)(slash - path));
     dir[slash - path] = '\0';
+    /* setuid sets only the euid: what this launch creates would get the caller's
+     * gid (www-data could then read every tenant's launches), so it is given to root. */
     int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 && errno == ENOENT && mkdir(dir, 0750) == 0)
+    if (dfd < 0 && errno == ENOENT && mkdir(dir, 0750) == 0) {
+        if (lchown(dir, 0, 0) < 0)
+            return "cannot give its new directory to root";
         dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    }
     struct stat st;
     if (dfd < 0 || fstat(dfd, &st) < 0)
         return "cannot open its directory";
@@ -65,7 +70,18 @@ const char *audit_open(void)
         close(dfd);
         return "its directory is not owned by root or is writable by others";
     }
-    int fd = openat(dfd, slash + 1, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0640);
+    const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+    int fd = openat(dfd, slash + 1, flags);
+    if (fd < 0 && errno == ENOENT) {
+        fd = openat(dfd, slash + 1, flags | O_CREAT | O_EXCL, 0640);
+        if (fd >= 0 && fchown(fd, 0, 0) < 0) {
+            close(fd);
+            close(dfd);
+            return "cannot give it to root";
+        }
+        if (fd < 0 && errno == EEXIST) /* made by a concurrent launch meanwhile */
+            fd = openat(dfd, slash + 1, flags);
+    }
     close(dfd);
     if (fd < 0)
         return errno == ELOOP ? "it is a symlink" : "cannot open it";

@@ -81,3 +81,52 @@ void resolve_limits(struct launch *l)
         die(EXIT_USAGE, "--net: tenant '%s' has no network", l->args.name);
     l->new_net = !(l->args.net && l->plan.net);
 }
+
+/* jailrun's own options, as jr_parse_args knows them (getopt_long: a unique
+ * prefix names an option), plus --pty, which is taken out before it runs. */
+static const struct {
+    const char *name;
+    int has_arg;
+} known_options[] = {
+    {"cwd", 1},   {"env", 1}, {"timeout", 1}, {"cpu", 1}, {"mem", 1},  {"procs", 1},
+    {"fsize", 1}, {"nofile", 1}, {"meta", 1}, {"net", 0}, {"help", 0}, {"pty", 0},
+};
+
+/* The option `arg` ("--name", no "=value") names, or -1 if none or more than one. */
+static int find_option(const char *arg)
+{
+    int found = -1;
+    size_t len = strlen(arg);
+    for (size_t i = 0; i < sizeof known_options / sizeof known_options[0]; i++) {
+        if (strcmp(arg, known_options[i].name) == 0)
+            return (int)i;
+        if (strncmp(arg, known_options[i].name, len) == 0) {
+            if (found >= 0)
+                return -1;
+            found = (int)i;
+        }
+    }
+    return found;
+}
+
+int take_pty_option(int argc, char **argv, int *pty)
+{
+    *pty = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] != '-' || a[2] == '\0' || strchr(a, '='))
+            break;  /* NAME, "--", a short option or --opt=value: jr_parse_args judges the rest */
+        int opt = find_option(a + 2);
+        if (opt < 0)
+            break;  /* unknown or ambiguous: jr_parse_args says so */
+        if (strcmp(known_options[opt].name, "pty") != 0) {
+            i += known_options[opt].has_arg;   /* its value is not an option, whatever it looks like */
+            continue;
+        }
+        *pty = 1;
+        memmove(argv + i, argv + i + 1, (size_t)(argc - i) * sizeof *argv);    /* argv[argc] (NULL) too */
+        argc--;
+        i--;
+    }
+    return argc;
+}

@@ -15,5 +15,9 @@ void check_caller(const struct jr_config *cfg, uid_t caller);
 void load_plan(const struct jr_config *cfg, const char *name, struct jr_plan *plan);
 /* The session's limits and network: the plan's, only ever lowered by the options. */
 void resolve_limits(struct launch *l);
+/* Take --pty (or a unique prefix of it) out of the options before NAME, where
+ * jr_parse_args would refuse it; *pty says whether it was there. Returns the
+ * new argc (argv is shifted in place, its strings untouched). */
+int take_pty_option(int argc, char **argv, int *pty);
 
 #endif

@@ -5,9 +5,11 @@
 #include "audit.h"
 #include "cgroup.h"
 #include "jailfs.h"
+#include "pty.h"
 #include "seccomp_filter.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
@@ -203,8 +205,19 @@ static void run_program(const struct launch *l)
         die_with_error(EXIT_INTERNAL, "close_range");
     scope_abstract_sockets();
     install_seccomp();
+    /* --pty: the terminal last, so every error up to the exec reaches the caller's stderr,
+     * which nobody relays from the session's terminal yet. */
+    int caller_err = -1;
+    if (l->pty) {
+        caller_err = fcntl(2, F_DUPFD_CLOEXEC, 3);
+        pty_attach();
+    }
     execvp(args->argv[0], args->argv);
-    die_with_error(errno == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "cannot run %s", args->argv[0]);
+    int saved = errno;
+    if (caller_err >= 0)
+        dup2(caller_err, 2);
+    errno = saved;
+    die_with_error(saved == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC, "cannot run %s", args->argv[0]);
 }
 
 /* ---- PID 1 ------------------------------------------------------------------------ */
@@ -237,6 +250,8 @@ void jail_init(const struct launch *l, struct jail_fds fds)
     if (l->new_net)
         loopback_up();
     enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->lim[LIM_MEM]);
+    if (l->pty)
+        pty_open_in_jail(l->plan.uid, l->plan.gid);
 
     /* A PID 1 only receives signals it has a handler for. */
     struct sigaction sa;

@@ -31,6 +31,10 @@
  * the mount step (a fresh Python interpreter, most of the launch) runs while
  * PID 1 is made and joins its cgroups and namespaces; the supervisor then
  * clones the freshly mounted tree and hands it over a socketpair (SCM_RIGHTS).
+ * With --pty the program's controlling terminal is a pty of the session's own
+ * devpts, made by PID 1; the supervisor holds its master and relays bytes
+ * between it and the caller's terminal (raw meanwhile), so the tenant never
+ * holds a descriptor of the caller's terminal (pty.c).
  *
  * Entering is flat in the number of host mounts: the host mount namespace is
  * never copied. The jail tree is cloned with open_tree(OPEN_TREE_CLONE |
@@ -43,8 +47,8 @@
  * session records, last use), tree.c (mounted?, the mount step, the tree's
  * copy), template.c (the template namespace), cgroup.c (v1 and v2 cgroups),
  * jail.c (PID 1, privileges, the program), jailfs.c (the jail's filesystem),
- * supervise.c (waiting, --timeout, how the session ended), files.c (small
- * file helpers). The hardening flags are in the Makefile.
+ * supervise.c (waiting, --timeout, how the session ended), pty.c (--pty),
+ * files.c (small file helpers). The hardening flags are in the Makefile.
  */
 #define _GNU_SOURCE
 #include "audit.h"
@@ -52,6 +56,7 @@
 #include "config.h"
 #include "jail.h"
 #include "jailrun.h"
+#include "pty.h"
 #include "records.h"
 #include "supervise.h"
 #include "template.h"
@@ -94,6 +99,8 @@ static void usage(void)
            "  --meta FILE      write the result: status, exitcode or signal, cpu_user, cpu_sys, wall,\n"
            "                   mem_peak, killed_by (none, wall, cpu, memory, procs, fsize)\n"
            "  --net            keep the host network (only if the tenant's plan allows it)\n"
+           "  --pty            give the program a terminal of the session's own (controlling terminal, job\n"
+           "                   control), relayed to the caller's terminal on stdin, put in raw mode meanwhile\n"
            "  --help           this text\n"
            "\n"
            "Exit status: the program's own (128+N if killed by signal N), or 120 usage, 121 caller not allowed,\n"
@@ -202,7 +209,7 @@ static struct tree acquire_tree(const struct launch *l)
         t.tree_fd = clone_tree(rootfd);
         /* Last use is stamped when the session ends (and by the mount step): expiry
          * never takes a jail with a live session, so a stamp here would add nothing. */
-        write_session(l->args.name);
+        write_session(l->args.name, l->args.argv[0], l->pty);
         close(t.lock);
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, t.sock) < 0) {
         die_with_error(EXIT_INTERNAL, "socketpair");
@@ -232,7 +239,7 @@ static void hand_over_tree(struct launch *l, struct tree *t, pid_t init)
      * read below, carries its reason. */
     (void)send_fd(t->sock[0], t->tree_fd);
     close(t->sock[0]);
-    write_session(l->args.name);
+    write_session(l->args.name, l->args.argv[0], l->pty);
     close(t->lock);
     waiting_init = -1;
 }
@@ -245,6 +252,7 @@ static void cleanup(void)
             ;
         waiting_init = -1;
     }
+    pty_restore();
     remove_session();
     cg_remove_session();
 }
@@ -330,6 +338,7 @@ int main(int argc, char **argv)
     /* Who asks for what: the caller, the request, the tenant's plan. */
     load_config(&l.cfg);
     check_caller(&l.cfg, caller);
+    argc = take_pty_option(argc, argv, &l.pty);
     if (jr_parse_args(argc, argv, &l.args, err, sizeof err) < 0)
         die(EXIT_USAGE, "%s", err);
     if (l.args.help) {
@@ -339,6 +348,8 @@ int main(int argc, char **argv)
     audit_subject(caller, l.args.name, l.args.argv[0]);
     if (!jr_valid_name(l.args.name))
         die(EXIT_USAGE, "invalid tenant name '%.64s': expected [a-z_][a-z0-9_-]{0,31}", l.args.name);
+    if (l.pty)
+        pty_check_caller();
     load_plan(&l.cfg, l.args.name, &l.plan);
     resolve_limits(&l);
     int meta_fd = open_meta(l.args.meta, caller);
@@ -350,6 +361,8 @@ int main(int argc, char **argv)
     int session_mem = l.args.limits[LIM_MEM] != JR_UNSET, session_procs = l.args.limits[LIM_PROCS] != JR_UNSET;
     cg_setup(&l, l.args.meta || session_mem || session_procs, l.args.meta != NULL);
     int ipc_fd = clone_ipc(&l.cfg, run_fd);
+    if (l.pty)
+        pty_prepare();
     struct running r = start_jail(&l, &t, mntns_fd, ipc_fd);
     if (t.step > 0) {
         hand_over_tree(&l, &t, r.init);
@@ -369,8 +382,10 @@ int main(int argc, char **argv)
         return code;
     }
 
-    /* The session runs: supervise it, then record how it ended. */
-    struct outcome o = supervise(r.init, &r.signals, &r.start, l.lim[LIM_WALL], l.lim[LIM_CPU], r.result_fd);
+    /* The session runs: supervise it (relaying its terminal), then record how it ended. */
+    if (l.pty)
+        pty_receive();
+    struct outcome o = supervise(r.init, &r.signals, &r.start, l.lim[LIM_WALL], l.lim[LIM_CPU], r.result_fd, l.pty);
     if (meta_fd >= 0)
         write_meta(meta_fd, &o, l.args.meta);
     cleanup();

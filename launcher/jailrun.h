@@ -36,6 +36,7 @@ struct launch {
     struct jr_args args;
     unsigned long long lim[LIM_COUNT];  /* effective limits; 0 = unlimited */
     int new_net;                        /* the session gets a network namespace of its own */
+    int pty;                            /* --pty: the program gets a terminal of the session's own (pty.c) */
     char *cmdline;                      /* our argv strings, which /proc/<pid>/cmdline shows */
     size_t cmdline_len;
 };

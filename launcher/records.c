@@ -87,16 +87,20 @@ void touch_lastuse(const char *name)
     close(dir);
 }
 
-void write_session(const char *name)
+void write_session(const char *name, const char *program, int pty)
 {
-    char content[80];
+    char content[1200], shown[1024];
     int sessions = open_run_subdir("sessions");
     session_dir_fd = ensure_dir(sessions, name);
     close(sessions);
     if (session_dir_fd < 0)
         die_with_error(EXIT_INTERNAL, "cannot create %s/sessions/%s", cfg->run_dir, name);
     snprintf(session_name, sizeof session_name, "%d", (int)getpid());
-    int n = snprintf(content, sizeof content, "%d %s\n", (int)getpid(), session_start);
+    /* One write: a reader waits for the final newline, never for a second write. */
+    int n = snprintf(content, sizeof content, "%d %s\ncaller %u\npty %d\nprogram %s\n", (int)getpid(), session_start,
+                     (unsigned)getuid(), pty ? 1 : 0, escape(shown, sizeof shown, program));
+    if (n < 0 || (size_t)n >= sizeof content)
+        die(EXIT_INTERNAL, "session record too long");
     int fd = openat(session_dir_fd, session_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
         die_with_error(EXIT_INTERNAL, "cannot write the session record");

@@ -12,8 +12,9 @@ void records_start(void);
 int records_open(const struct jr_config *cfg);
 /* <run_dir>/locks/<lockname>, opened and flock()ed with op. */
 int lock_file(const char *lockname, int op);
-/* <run_dir>/sessions/<name>/<pid>: "<pid> <starttime>". */
-void write_session(const char *name);
+/* <run_dir>/sessions/<name>/<pid>: "<pid> <starttime>", then the lines
+ * "caller <uid>", "pty <0|1>", "program <escaped path>" (docs/contracts.md). */
+void write_session(const char *name, const char *program, int pty);
 void remove_session(void);
 /* <run_dir>/lastuse/<name>'s mtime to now. */
 void touch_lastuse(const char *name);

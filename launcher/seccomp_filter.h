@@ -5,7 +5,9 @@
  * unprivileged user: new namespaces (a user namespace is the way to mount
  * and to reach much more kernel surface), setns, clone3 (its flags cannot be
  * inspected; ENOSYS makes libc fall back to clone), TIOCSTI/TIOCLINUX
- * (terminal injection; the new session already blocks it), foreign ABIs. */
+ * (terminal injection: into the caller's terminal, which without --pty the
+ * new session has no control of, or into the session's own under --pty),
+ * foreign ABIs. */
 #ifndef JAILYARD_SECCOMP_FILTER_H
 #define JAILYARD_SECCOMP_FILTER_H
 

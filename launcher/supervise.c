@@ -5,6 +5,7 @@
 #include "audit.h"
 #include "cgroup.h"
 #include "files.h"
+#include "pty.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -76,12 +77,13 @@ static const char *verdict(const struct outcome *o, unsigned long long cpu_limit
 }
 
 struct outcome supervise(pid_t init, const sigset_t *set, const struct timespec *start,
-                         unsigned long long wall_limit, unsigned long long cpu_limit, int result_fd)
+                         unsigned long long wall_limit, unsigned long long cpu_limit, int result_fd, int pty)
 {
     struct outcome o;
     struct timespec t1;
     memset(&o, 0, sizeof o);
-    int init_status = wait_for_init(init, set, start, wall_limit, &o.timed_out, &o.ru);
+    int init_status = pty ? pty_relay(init, set, start, wall_limit, &o.timed_out, &o.ru)
+                          : wait_for_init(init, set, start, wall_limit, &o.timed_out, &o.ru);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     o.wall = (double)(t1.tv_sec - start->tv_sec) + (double)(t1.tv_nsec - start->tv_nsec) / 1e9;
     if (read_all(result_fd, (char *)&o.status, sizeof o.status) != sizeof o.status)

@@ -21,9 +21,10 @@ struct outcome {
 
 /* Wait for PID 1 with `set` blocked: forward signals in it, kill the session
  * at --timeout (wall_limit seconds after start, 0 = none), read the program's
- * status from result_fd, and judge what stopped it. */
+ * status from result_fd, and judge what stopped it. With pty, relay the
+ * session's terminal meanwhile (pty.c). */
 struct outcome supervise(pid_t init, const sigset_t *set, const struct timespec *start,
-                         unsigned long long wall_limit, unsigned long long cpu_limit, int result_fd);
+                         unsigned long long wall_limit, unsigned long long cpu_limit, int result_fd, int pty);
 /* The --meta lines. */
 void write_meta(int fd, const struct outcome *o, const char *shown_path);
 

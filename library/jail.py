@@ -18,6 +18,8 @@ description:
   - Every operation on tenant-writable paths refuses to follow symlinks.
 version_added: "1.0.0"
 author: jailyard contributors (@jailyard)
+extends_documentation_fragment:
+  - jailyard
 options:
   name:
     description: The jail (tenant) name, matching C(^[a-z_][a-z0-9_-]{0,31}$). Required unless O(jails) is given.
@@ -26,7 +28,7 @@ options:
     description:
       - V(present) makes the spec, plan and home exist and leaves mounts as they are.
       - V(mounted) also mounts every mount of the plan, repairing a partly mounted jail.
-      - V(unmounted) makes it exist with nothing mounted; refused while a session is live unless O(force).
+      - V(unmounted) makes it exist with nothing mounted; refused while a session is live unless O(force); a running tenant service is stopped first.
       - V(absent) unmounts it and removes its spec; home and upper layer are kept unless O(purge).
     type: str
     choices: [present, mounted, unmounted, absent]
@@ -94,7 +96,9 @@ options:
     type: bool
     default: false
   force:
-    description: Unmount even while sessions are live (they keep running on their own copy of the mounts).
+    description:
+      - Unmount (or remove) even while sessions are live, ending them first (every process of each, SIGKILL,
+        as C(jailctl kill)); the actions name them.
     type: bool
     default: false
   jails:
@@ -176,10 +180,6 @@ options:
     description: With O(jails), remove every jail that is not listed (homes kept unless O(purge)).
     type: bool
     default: false
-  config:
-    description: The node config shared with the launcher.
-    type: path
-    default: /etc/jailyard/jailyard.conf
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -187,8 +187,6 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-notes:
-  - Runs as root on the jail host.
 """
 
 EXAMPLES = r"""
@@ -251,7 +249,7 @@ not_attempted:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jailyard.config import load_config
+from ansible.module_utils.jailyard.config import CONFIG_OPTION, load_config
 from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, converge_many
 
@@ -282,7 +280,7 @@ def main() -> None:
             **{key: {**spec, "default": TASK_DEFAULTS[key]} if key in TASK_DEFAULTS else spec for key, spec in ITEM_OPTIONS.items()},
             "jails": {"type": "list", "elements": "dict", "options": {**ITEM_OPTIONS, "name": {"type": "str", "required": True}}},
             "exclusive": {"type": "bool", "default": False},
-            "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
+            "config": CONFIG_OPTION,
         },
         mutually_exclusive=[("name", "jails")],
         required_one_of=[("name", "jails")],

@@ -19,6 +19,8 @@ description:
   - O(gc) removes images that are neither current nor used by any tenant.
 version_added: "1.0.0"
 author: jailyard contributors (@jailyard)
+extends_documentation_fragment:
+  - jailyard
 options:
   state:
     description: What to do.
@@ -86,10 +88,6 @@ options:
     description: Also remove images that are neither current nor in use.
     type: bool
     default: false
-  config:
-    description: The node config.
-    type: path
-    default: /etc/jailyard/jailyard.conf
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -152,7 +150,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jailyard import image, imagebuild
-from ansible.module_utils.jailyard.config import load_config
+from ansible.module_utils.jailyard.config import CONFIG_OPTION, load_config
 from ansible.module_utils.jailyard.errors import JailError
 
 
@@ -191,7 +189,7 @@ def main() -> None:
             "archive": {"type": "path"},
             "sha256": {"type": "str"},
             "gc": {"type": "bool", "default": False},
-            "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
+            "config": CONFIG_OPTION,
         },
         required_if=[("state", "installed", ("archive", "sha256"))],
         supports_check_mode=True,

@@ -11,10 +11,13 @@ module: jail_info
 short_description: Facts about tenant jails
 description:
   - Returns, for one jail, a glob of names, or all jails, the spec, whether each mount of the plan
-    is present, the live sessions and the image in use.
+    is present, the live sessions (C(sessions) the launcher pids, C(session_info) caller, program, start,
+    CPU and memory so far, terminal or not, as C(jailctl sessions --json)) and the image in use.
   - Reads each spec once and the mount table once, so it stays fast with ten thousand jails.
 version_added: "1.0.0"
 author: jailyard contributors (@jailyard)
+extends_documentation_fragment:
+  - jailyard
 options:
   name:
     description: A jail name or a glob of names.
@@ -24,10 +27,6 @@ options:
     description: Also add up each tenant's disk usage (walks its files, so slower).
     type: bool
     default: false
-  config:
-    description: The node config shared with the launcher.
-    type: path
-    default: /etc/jailyard/jailyard.conf
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -66,12 +65,17 @@ jails:
       limits: {cpu: 60, mem: 536870912, procs: 64, fsize: 1073741824, nofile: 256, wall: 0}
       mounted: true
       mounts: [{target: /, mounted: true}]
-      sessions: []
+      sessions: [4242]
+      session_info:
+        - {pid: 4242, tenant: alice, caller: 33, caller_name: www-data, program: /bin/sh, terminal: true,
+           started: "2026-12-01T17:30:00Z", init: 4243, processes: 2, cpu_seconds: 0.12,
+           memory_bytes: 3112960, memory_source: cgroup}
       root: /srv/jails/alice
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.jailyard.config import load_config
+from ansible.module_utils.jailyard.config import CONFIG_OPTION, load_config
+from ansible.module_utils.jailyard.control import list_sessions
 from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import jail_facts
 
@@ -81,12 +85,19 @@ def main() -> None:
         argument_spec={
             "name": {"type": "str", "default": "*"},
             "disk_usage": {"type": "bool", "default": False},
-            "config": {"type": "path", "default": "/etc/jailyard/jailyard.conf"},
+            "config": CONFIG_OPTION,
         },
         supports_check_mode=True,
     )
     try:
-        facts = jail_facts(load_config(module.params["config"]), module.params["name"], module.params["disk_usage"])
+        cfg = load_config(module.params["config"])
+        facts = jail_facts(cfg, module.params["name"], module.params["disk_usage"])
+        by_tenant: dict = {}
+        if any(fact["sessions"] for fact in facts):
+            for s in list_sessions(cfg):  # one pass over /proc for all of them
+                by_tenant.setdefault(s.tenant, []).append(s.as_dict())
+        for fact in facts:
+            fact["session_info"] = by_tenant.get(fact["name"], [])
     except JailError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, jails=facts)

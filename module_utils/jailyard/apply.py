@@ -14,11 +14,13 @@ from typing import Any
 
 from . import leftovers, registry
 from .config import Config
+from .control import kill_sessions
 from .errors import JailError
 from .lock import tenant_lock
 from .mount import mount_jail, open_trusted, unmount_jail
 from .planner import Step
 from .safefs import atomic_write, ensure_dir, opened, remove_tree
+from .service import stop as stop_service
 from .sessions import touch_lastuse
 
 
@@ -128,6 +130,14 @@ def _mount(run: _Run, step: Step) -> None:
     touch_lastuse(run.cfg, run.name)
 
 
+def _stop_service(run: _Run, step: Step) -> None:
+    stop_service(run.cfg, run.name)
+
+
+def _end_sessions(run: _Run, step: Step) -> None:
+    kill_sessions(run.cfg, run.name)  # every process of each; returns once their launchers are gone
+
+
 def _unmount(run: _Run, step: Step) -> None:
     unmount_jail(step.path, step.hint, detach=step.detach)
 
@@ -165,6 +175,8 @@ def _drop_lock(run: _Run, step: Step) -> None:
 
 
 APPLY = {
+    "stop-service": _stop_service,
+    "end-sessions": _end_sessions,
     "take-uid": _take_uid,
     "release-uid": _release_uid,
     "remove-staging": _remove_staging,

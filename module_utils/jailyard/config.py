@@ -13,6 +13,8 @@ from pathlib import Path
 from .conffile import DEFAULTS, PATH_KEYS, parse_values, read_config
 
 DEFAULT_CONFIG_PATH = Path("/etc/jailyard/jailyard.conf")
+# The `config` option of every module (documented once, in doc_fragments/jailyard.py).
+CONFIG_OPTION = {"type": "path", "default": str(DEFAULT_CONFIG_PATH)}
 
 
 @dataclasses.dataclass(frozen=True)

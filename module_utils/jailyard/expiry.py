@@ -23,6 +23,7 @@ from .mount import detach_jail
 from .mountinfo import MountInfo
 from .mounttable import jail_mounts
 from .plan import is_valid_name
+from .service import service_running
 from .sessions import last_use_ns, live_sessions, tenants_with_session_records, touch_lastuse
 
 
@@ -78,11 +79,12 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     if partial:
         by_jail = jail_mounts(str(cfg.jails_dir))
     with_sessions = tenants_with_session_records(cfg)
+    with_services = _names_in(f"{cfg.run_dir}/services")
     names = sorted(mounted + partial)
     if previous is None:
         report.kept_in_use = names
         names = []
-    step = _Step(cfg, previous or 0, started_ns, with_sessions, by_jail, frozenset(partial))
+    step = _Step(cfg, previous or 0, started_ns, with_sessions, with_services, by_jail, frozenset(partial))
     outcomes = _run_steps(step, names, THREADS if len(names) >= THREADS_FROM else 1)
     for name in names:
         kind, error = outcomes[name]
@@ -115,34 +117,44 @@ class _Step:
         previous: int,
         started_ns: int,
         with_sessions: frozenset[str],
+        with_services: frozenset[str],
         by_jail: dict[str, list[MountInfo]],
         partial: frozenset[str],
     ) -> None:
         self.cfg, self.previous, self.started_ns = cfg, previous, started_ns
-        self.with_sessions, self.by_jail, self.partial = with_sessions, by_jail, partial
-        self.jails, self.sessions = str(cfg.jails_dir), f"{cfg.run_dir}/sessions"
+        self.with_sessions, self.with_services, self.by_jail, self.partial = with_sessions, with_services, by_jail, partial
+        self.jails, self.sessions, self.services = str(cfg.jails_dir), f"{cfg.run_dir}/sessions", f"{cfg.run_dir}/services"
         self.ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
 
     def __call__(self, name: str) -> tuple[str, str]:
         """(report list, error): kept_in_use, kept_busy, unmounted, or error and why."""
         cfg, ended = self.cfg, self.ended
-        # Before the lock, from the listing of tenants with session records: a jail whose
-        # records appear after it is seen under the lock, where every check is made again.
-        if _used_since(cfg, name, self.previous, self.started_ns, ended, name in self.with_sessions):
+        # Before the lock, from the listings of tenants with session records and services: a jail
+        # whose records appear after them is seen under the lock, where every check is made again.
+        if _used_since(cfg, name, self.previous, self.started_ns, ended, name in self.with_sessions, name in self.with_services):
             return "kept_in_use", ""
         # Never wait on a jail someone is entering or changing: it is in use.
         with tenant_lock(cfg, name, exclusive=True, wait=False) as locked:
             if not locked:
                 return "kept_busy", ""
-            # Fresh: a session record made since the listing shows up as its tenant's directory.
+            # Fresh: a session record or service started since the listings shows up as a directory or file.
             has_sessions = name in self.with_sessions or os.access(f"{self.sessions}/{name}", os.F_OK)
-            if _used_since(cfg, name, self.previous, self.started_ns, ended, has_sessions):
+            has_service = name in self.with_services or os.access(f"{self.services}/{name}", os.F_OK)
+            if _used_since(cfg, name, self.previous, self.started_ns, ended, has_sessions, has_service):
                 return "kept_in_use", ""
             try:
                 detach_jail(f"{self.jails}/{name}", self.by_jail.get(name, []), root_mounted=name not in self.partial)
             except JailError as exc:
                 return "error", str(exc)
             return "unmounted", ""
+
+
+def _names_in(directory: str) -> frozenset[str]:
+    """The names in a run_dir directory (sessions/, services/), in one listing; none if it is missing."""
+    try:
+        return frozenset(os.listdir(directory))
+    except FileNotFoundError:
+        return frozenset()
 
 
 def _run_steps(step: _Step, names: list[str], threads: int) -> dict[str, tuple[str, str]]:
@@ -222,15 +234,18 @@ def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
     return mounted, partial
 
 
-def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]], sessions: bool = True) -> bool:
-    """Whether the jail was used since since_ns or is in use; sessions=False skips its session
-    records (when a listing just made shows it has none)."""
+def _used_since(
+    cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]], sessions: bool = True, service: bool = True
+) -> bool:
+    """Whether the jail was used since since_ns or is in use (a live session, or its service loop:
+    between two runs, in back-off, it is in use too). sessions=False or service=False skips
+    reading those records, when a listing just made shows the tenant has none."""
     live: list[int] = []
     if sessions:
         pids: list[int] = []
         live = live_sessions(cfg, name, ended=pids)
         ended += [(name, pid) for pid in pids]
-    if live:
+    if live or (service and service_running(cfg, name)):
         # In use now: it counts as used just after this pass began, so it must then idle a full interval.
         touch_lastuse(cfg, name, at_ns=now_ns + 1)
         return True

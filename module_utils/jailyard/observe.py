@@ -17,6 +17,7 @@ from .image import resolve_image
 from .kernel import is_mount_root
 from .mountinfo import MountInfo
 from .plan import MountPlan
+from .service import status as service_status
 from .sessions import live_sessions
 from .spec import TenantSpec
 
@@ -51,6 +52,7 @@ class Observed:
     root_dir: bool = False  # <jails>/<name> is a directory (not a symlink)
     home_owner: int | None = None
     sessions: list[int] = dataclasses.field(default_factory=list)
+    service: dict | None = None  # the tenant's service loop, if it runs (service.status)
     staging: bool = False  # .new-<name> exists: left by an interrupted create
     stray_uids: list[int] = dataclasses.field(default_factory=list)  # uids reserved for this name
     cgroups: list[str] = dataclasses.field(default_factory=list)
@@ -109,6 +111,7 @@ def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check:
     obs.root_dir = root.is_dir() and not root.is_symlink()
     obs.home_owner = leftovers.kept_uid(cfg, name, None)
     obs.sessions = live_sessions(cfg, name, prune=not check)
+    obs.service = service_status(cfg, name)
     obs.staging = strays.has_staging(cfg, name)
     obs.stray_uids = sorted(strays.uids.get(name, []))
     if purge:

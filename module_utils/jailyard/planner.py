@@ -169,13 +169,22 @@ def plan_mount(
 def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> list[Step]:
     if not obs.mounted:
         return []
-    if obs.sessions and not force:
+    # The service's own session is not one to refuse over: the service is stopped first (issue 19).
+    own = obs.service.get("session") if obs.service else None
+    sessions = [pid for pid in obs.sessions if pid != own]
+    if sessions and not force:
         raise JailError(
-            f"jail {obs.name} has {len(obs.sessions)} live session(s) (pids {' '.join(map(str, obs.sessions))}); "
+            f"jail {obs.name} has {len(sessions)} live session(s) (pids {' '.join(map(str, sessions))}); "
             f"set {flags['force']} to unmount it anyway"
         )
+    steps = [Step("stop-service", f"stop the service of {obs.name}")] if obs.service else []
+    if sessions:
+        steps.append(Step("end-sessions", f"end {len(sessions)} session(s) of {obs.name}: {' '.join(map(str, sessions))}"))
     root = obs.plan.root if obs.plan else str(cfg.jail_root(obs.name))
-    return [Step("unmount", f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}", path=root, detach=force, hint=obs.mount_table)]
+    return [
+        *steps,
+        Step("unmount", f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}", path=root, detach=force, hint=obs.mount_table),
+    ]
 
 
 def plan_removal(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -> list[Step]:

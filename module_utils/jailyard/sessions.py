@@ -19,6 +19,8 @@ def _starttime(pid: int) -> str | None:
         return None
     # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
     rest = data[data.rindex(b")") + 2 :].split()
+    if rest[0] == b"Z":
+        return None  # exited, not yet reaped by its parent: its session is over
     return rest[19].decode()  # field 22 overall
 
 
@@ -35,7 +37,8 @@ def live_sessions(cfg: Config, name: str, prune: bool = True, ended: list[int] |
         path = f"{sdir}/{entry}"
         try:
             with open(path) as fh:
-                pid_s, start = fh.read().split()
+                # "<pid> <starttime>", then (since issue 19) "key value" lines: caller, pty, program.
+                pid_s, start = fh.readline().split()
             alive = entry == pid_s and _starttime(int(pid_s)) == start
         except (OSError, ValueError):
             alive = False

@@ -162,7 +162,7 @@ def test_another_tenants_gid_is_refused_unless_shared_gid(cfg: Config, tmp_path:
 def test_jail_image_installed_reports_the_actions_it_took(tmp_path: Path) -> None:
     """`jail_image state=installed` returned changed: true with actions: []."""
     from jailtest import make_busybox_rootfs
-    from jailyard.image import content_hash, pack_image
+    from jailyard.imagebuild import content_hash, pack_image
 
     build = Config(images_dir=tmp_path / "build")
     staging = tmp_path / "build" / "staging" / "rootfs"

@@ -77,6 +77,21 @@ int main(int argc, char **argv)
             ok = ioctl(0, TIOCSTI, c) == 0;
         return result(ok, "TIOCSTI");
     }
+    if (!strcmp(cmd, "forkloop")) {
+        /* Every process forks for ever, retrying when the pids limit refuses: a session that
+         * is never still, for `jailctl kill`. Prints "looping" once the first fork worked. */
+        int said = 0;
+        for (;;) {
+            pid_t p = fork();
+            if (p > 0 && !said) {
+                printf("looping\n");
+                fflush(stdout);
+                said = 1;
+            }
+            if (p < 0)
+                usleep(1000);
+        }
+    }
     if (!strcmp(cmd, "forkbomb")) {
         int want = atoi(arg), n = 0;
         static pid_t kids[100000];

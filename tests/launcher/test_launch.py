@@ -93,9 +93,11 @@ def test_session_record_and_last_use(node) -> None:
         # The record is created, then written (under the tenant's lock, which this test does not take):
         # wait for its content, not its name (seen empty once on a busy host).
         assert wait_until(lambda: record.exists() and record.read_text().endswith("\n"), 30), "no session record"
-        pid, start = record.read_text().split()
+        first, *rest = record.read_text().splitlines()
+        pid, start = first.split()
         stat = Path(f"/proc/{p.pid}/stat").read_text()
         assert pid == str(p.pid) and start == stat[stat.rindex(")") + 2 :].split()[19]
+        assert rest == [f"caller {os.getuid()}", "pty 0", "program /bin/sleep"]  # issue 19: jailctl sessions shows them
     finally:
         p.terminate()  # forwarded to the program
         rc = p.wait(timeout=10)
@@ -365,6 +367,32 @@ def test_an_audit_log_that_is_a_symlink_or_in_an_open_directory_is_refused(node,
     r = subprocess.run([jailrun, "alice", "--", "/bin/true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "launch: caller=0 tenant=alice" in (logdir / "launch.log").read_text()
+
+
+def test_an_audit_log_made_by_a_www_data_launch_is_root_s_not_the_callers_group(node) -> None:
+    """setuid changes only the euid: the first launch by www-data made log/ and launch.log with group
+    www-data (the caller's egid), so the web server could read every tenant's launches."""
+    import shutil
+    import uuid
+
+    work = node.base / f"auditgrp-{uuid.uuid4().hex[:8]}"
+    work.mkdir(mode=0o755)
+    try:
+        log = work / "log" / "launch.log"
+        build = work / "build"
+        subprocess.run(
+            ["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={node.cfg.path}", f"AUDIT_LOG={log}"], check=True
+        )
+        jailrun = work / "build" / "jailrun"
+        jailrun.chmod(0o4755)
+        r = subprocess.run([str(jailrun), "alice", "--", "/bin/true"], capture_output=True, text=True, timeout=60, user=33, group=33)
+        assert r.returncode == 0, r.stderr
+        for path in (log.parent, log):
+            st = path.stat()
+            assert (st.st_uid, st.st_gid) == (0, 0), f"{path} is {st.st_uid}:{st.st_gid}"
+        assert "launch: caller=33 tenant=alice" in log.read_text()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_control_characters_in_input_are_escaped_in_errors_and_the_audit_log(node) -> None:

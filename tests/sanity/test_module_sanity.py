@@ -54,7 +54,13 @@ def test_ansible_test_sanity_passes_in_a_throwaway_collection(tmp_path: Path) ->
     for module in MODULES:
         text = (REPO / "library" / f"{module}.py").read_text()
         text = text.replace("from ansible.module_utils.jailyard", "from ansible_collections.jailyard.jails.plugins.module_utils.jailyard")
+        # The shared documentation fragment: `jailyard` beside the playbooks (ansible.cfg), FQCN in a collection.
+        text = text.replace(
+            "extends_documentation_fragment:\n  - jailyard\n", "extends_documentation_fragment:\n  - jailyard.jails.jailyard\n"
+        )
         (collection / "plugins" / "modules" / f"{module}.py").write_text(text)
+    (collection / "plugins" / "doc_fragments").mkdir()
+    shutil.copy(REPO / "doc_fragments" / "jailyard.py", collection / "plugins" / "doc_fragments" / "jailyard.py")
     (collection / "galaxy.yml").write_text("namespace: jailyard\nname: jails\nversion: 1.0.0\nreadme: README.md\nauthors: [jailyard]\n")
     (collection / "README.md").write_text("throwaway collection for sanity tests\n")
     subprocess.run(["git", "init", "-q", "."], cwd=collection, check=True)

@@ -111,3 +111,17 @@ def test_jailctl_lists_the_declared_tenants(host):
     assert set(tenants) == {"demo", "demo2"}
     assert (tenants["demo"]["uid"], tenants["demo"]["layout"]) == (10001, "bind")
     assert (tenants["demo2"]["uid"], tenants["demo2"]["layout"]) == (10002, "overlay")
+
+
+def test_every_launch_and_refusal_is_in_the_audit_log(host):
+    # The audit trail must not depend on a syslog daemon: one line per launch or refusal in the log file.
+    log = host.file("/var/log/jailyard/launch.log")
+    seen = len(log.content_string.splitlines()) if log.exists else 0
+    marker = "audit-probe-molecule"
+    run = host.run(f"{JAILRUN} demo -- /bin/echo {marker}; {JAILRUN} nosuch-{marker} -- true; true")
+    assert marker in run.stdout, ran(run)
+    assert (log.user, log.mode) == ("root", 0o640)
+    new = log.content_string.splitlines()[seen:]
+    assert any("launch: " in line and "tenant=demo " in line and "program=/bin/echo " in line for line in new), new
+    assert any("refused: " in line and f"tenant=nosuch-{marker} " in line for line in new), new
+    assert host.file("/etc/logrotate.d/jailyard").exists
