@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import os
 import syslog
+import threading
 import time
 
 from .config import Config
@@ -19,10 +20,11 @@ from .kernel import is_mount_root
 from .leftovers import rmdir_cgroup
 from .lock import tenant_lock
 from .mount import detach_jail
-from .mountinfo import MountInfo, jails_with_mounts, read_mountinfo
+from .mountinfo import MountInfo
+from .mounttable import jail_mounts
 from .plan import is_valid_name
 from .service import service_running
-from .sessions import last_use_ns, live_sessions, touch_lastuse
+from .sessions import last_use_ns, live_sessions, tenants_with_session_records, touch_lastuse
 
 
 @dataclasses.dataclass
@@ -45,8 +47,13 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     """One pass over the mounted jails.
 
     Work is per jail, not per mount: the jail roots are listed once and each is
-    checked with one statx; the mount table (tens of thousands of lines on a
-    busy node) is read only if a half-mounted jail has to be cleaned up.
+    checked with one statx; the tenants with session records are listed once,
+    so an idle jail costs a stat of its last-use stamp before its lock and the
+    fresh checks (its session records, its stamp) under the lock, each idle
+    jail taken off in one umount2 by one of a few threads (THREADS). The
+    mounts below jail roots are asked of the kernel (jailyard.mounttable) only
+    if a half-mounted jail has to be cleaned up. The report lists jails in
+    name order whichever thread took them.
     """
     stamp = cfg.run_dir / "expiry.stamp"
     # Start time from the kernel's file clock, the same clock as the launcher's
@@ -69,33 +76,115 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     mounted, partial = _mounted_jails(cfg)
     report.mounted = len(mounted) + len(partial)
     by_jail: dict[str, list[MountInfo]] = {}
-    ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
     if partial:
-        by_jail = jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))
-    for name in sorted(mounted + partial):
-        if previous is None or _used_since(cfg, name, previous, started_ns, ended):
-            report.kept_in_use.append(name)
-            continue
-        # Never wait on a jail someone is entering or changing: it is in use.
-        with tenant_lock(cfg, name, exclusive=True, wait=False) as locked:
-            if not locked:
-                report.kept_busy.append(name)
-                continue
-            if _used_since(cfg, name, previous, started_ns, ended):
-                report.kept_in_use.append(name)
-                continue
-            try:
-                detach_jail(cfg.jail_root(name), by_jail.get(name, []), root_mounted=name not in partial)
-            except JailError as exc:
-                report.errors[name] = str(exc)
-                continue
-            report.unmounted.append(name)
+        by_jail = jail_mounts(str(cfg.jails_dir))
+    with_sessions = tenants_with_session_records(cfg)
+    with_services = _names_in(f"{cfg.run_dir}/services")
+    names = sorted(mounted + partial)
+    if previous is None:
+        report.kept_in_use = names
+        names = []
+    step = _Step(cfg, previous or 0, started_ns, with_sessions, with_services, by_jail, frozenset(partial))
+    outcomes = _run_steps(step, names, THREADS if len(names) >= THREADS_FROM else 1)
+    for name in names:
+        kind, error = outcomes[name]
+        if kind == "error":
+            report.errors[name] = error
+        else:
+            getattr(report, kind).append(name)
+    ended = step.ended
     report.stale_cgroups = remove_session_cgroups(cfg, ended)
     os.rename(pending, stamp)
     report.seconds = time.monotonic() - clock
     if log:
         _log(report)
     return report
+
+
+# Idle jails are taken off by a few threads: an unmount spends much of its time waiting in the
+# kernel, and waits of concurrent unmounts overlap. Measured on 2 busy cores, 10,000 bare bind
+# mounts detached by 4 threads: 0.18-0.27 s, by one: 0.30-0.76 s (6 rounds each).
+THREADS = 4
+THREADS_FROM = 64  # fewer idle jails: one thread, no start-up cost
+
+
+class _Step:
+    """What the pass does for one jail, in whichever thread: check, lock, check again, detach."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        previous: int,
+        started_ns: int,
+        with_sessions: frozenset[str],
+        with_services: frozenset[str],
+        by_jail: dict[str, list[MountInfo]],
+        partial: frozenset[str],
+    ) -> None:
+        self.cfg, self.previous, self.started_ns = cfg, previous, started_ns
+        self.with_sessions, self.with_services, self.by_jail, self.partial = with_sessions, with_services, by_jail, partial
+        self.jails, self.sessions, self.services = str(cfg.jails_dir), f"{cfg.run_dir}/sessions", f"{cfg.run_dir}/services"
+        self.ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
+
+    def __call__(self, name: str) -> tuple[str, str]:
+        """(report list, error): kept_in_use, kept_busy, unmounted, or error and why."""
+        cfg, ended = self.cfg, self.ended
+        # Before the lock, from the listings of tenants with session records and services: a jail
+        # whose records appear after them is seen under the lock, where every check is made again.
+        if _used_since(cfg, name, self.previous, self.started_ns, ended, name in self.with_sessions, name in self.with_services):
+            return "kept_in_use", ""
+        # Never wait on a jail someone is entering or changing: it is in use.
+        with tenant_lock(cfg, name, exclusive=True, wait=False) as locked:
+            if not locked:
+                return "kept_busy", ""
+            # Fresh: a session record or service started since the listings shows up as a directory or file.
+            has_sessions = name in self.with_sessions or os.access(f"{self.sessions}/{name}", os.F_OK)
+            has_service = name in self.with_services or os.access(f"{self.services}/{name}", os.F_OK)
+            if _used_since(cfg, name, self.previous, self.started_ns, ended, has_sessions, has_service):
+                return "kept_in_use", ""
+            try:
+                detach_jail(f"{self.jails}/{name}", self.by_jail.get(name, []), root_mounted=name not in self.partial)
+            except JailError as exc:
+                return "error", str(exc)
+            return "unmounted", ""
+
+
+def _names_in(directory: str) -> frozenset[str]:
+    """The names in a run_dir directory (sessions/, services/), in one listing; none if it is missing."""
+    try:
+        return frozenset(os.listdir(directory))
+    except FileNotFoundError:
+        return frozenset()
+
+
+def _run_steps(step: _Step, names: list[str], threads: int) -> dict[str, tuple[str, str]]:
+    """step(name) for every name, in `threads` threads; an exception in any is raised here."""
+    if threads <= 1:
+        return {name: step(name) for name in names}
+    outcomes: dict[str, tuple[str, str]] = {}
+    failures: list[BaseException] = []
+    todo = iter(names)
+    take = threading.Lock()
+
+    def work() -> None:
+        try:
+            while not failures:
+                with take:
+                    name = next(todo, None)
+                if name is None:
+                    return
+                outcomes[name] = step(name)
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            failures.append(exc)
+
+    workers = [threading.Thread(target=work, name=f"jailyard-expire-{i}") for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if failures:
+        raise failures[0]
+    return outcomes
 
 
 def remove_session_cgroups(cfg: Config, ended: list[tuple[str, int]], root: str = "/sys/fs/cgroup") -> list[str]:
@@ -145,11 +234,18 @@ def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
     return mounted, partial
 
 
-def _used_since(cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]]) -> bool:
-    pids: list[int] = []
-    live = live_sessions(cfg, name, ended=pids)
-    ended += [(name, pid) for pid in pids]
-    if live or service_running(cfg, name):  # a service between two runs (back-off) is in use too
+def _used_since(
+    cfg: Config, name: str, since_ns: int, now_ns: int, ended: list[tuple[str, int]], sessions: bool = True, service: bool = True
+) -> bool:
+    """Whether the jail was used since since_ns or is in use (a live session, or its service loop:
+    between two runs, in back-off, it is in use too). sessions=False or service=False skips
+    reading those records, when a listing just made shows the tenant has none."""
+    live: list[int] = []
+    if sessions:
+        pids: list[int] = []
+        live = live_sessions(cfg, name, ended=pids)
+        ended += [(name, pid) for pid in pids]
+    if live or (service and service_running(cfg, name)):
         # In use now: it counts as used just after this pass began, so it must then idle a full interval.
         touch_lastuse(cfg, name, at_ns=now_ns + 1)
         return True

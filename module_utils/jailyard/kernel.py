@@ -10,8 +10,12 @@ this module on every cold launch, and `import ctypes` (os, struct and some
 sixty classes) costs that step 2 ms, more than all its mounts. The calls here
 need only what `_ctypes` itself offers: function pointer types returning a C
 int or long (with errno saved), Python ints and bytes as arguments (the kernel
-only reads those), and a char array for statx's result.
-tests/integration/test_kernel.py holds each call to the kernel.
+only reads those), and char arrays for the results of statx, statmount and
+listmount. tests/integration/test_kernel.py holds each call to the kernel.
+
+listmount(2) and statmount(2) (Linux 6.8) answer questions about mounts by
+their unique 64-bit id without reading /proc/self/mountinfo; on an older
+kernel they raise Unsupported and callers (jailyard.mounttable) read the table.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ SYS_FSOPEN = 430
 SYS_FSCONFIG = 431
 SYS_FSMOUNT = 432
 SYS_MOUNT_SETATTR = 442
+SYS_STATMOUNT = 457
+SYS_LISTMOUNT = 458
 
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
@@ -88,8 +94,23 @@ STATX_ATTR_MOUNT_ROOT = 0x2000
 AT_SYMLINK_NOFOLLOW = 0x100
 AT_FDCWD = -100
 AT_STATX_DONT_SYNC = 0x4000
+STATX_MNT_ID_UNIQUE = 0x4000
+# statmount(2) request bits (include/uapi/linux/mount.h); SB_SOURCE came after 6.8 (6.13).
+STATMOUNT_MNT_BASIC = 0x2
+STATMOUNT_MNT_ROOT = 0x8
+STATMOUNT_MNT_POINT = 0x10
+STATMOUNT_FS_TYPE = 0x20
+STATMOUNT_SB_SOURCE = 0x200
+MNT_ID_REQ_SIZE_VER0 = 24
+LSMT_ROOT = 0xFFFFFFFFFFFFFFFF
+ENOSYS = 38
+EOVERFLOW = 75
 
 ATTR_BY_OPTION = {"ro": MOUNT_ATTR_RDONLY, "nosuid": MOUNT_ATTR_NOSUID, "nodev": MOUNT_ATTR_NODEV, "noexec": MOUNT_ATTR_NOEXEC}
+
+
+class Unsupported(JailError):
+    """The running kernel lacks a call or a field asked for (ENOSYS, or a mask bit it did not set)."""
 
 
 def _check(ret: int, what: str) -> int:
@@ -149,6 +170,10 @@ class _StatxBuffer(_ctypes.Array):
     _length_ = 256  # sizeof(struct statx)
 
 
+_MOUNT_ROOT_BYTE = 8 + (1 if sys.byteorder == "little" else 6)
+_MOUNT_ROOT_BIT = STATX_ATTR_MOUNT_ROOT >> 8
+
+
 def is_mount_root(path: str) -> bool:
     """True when path (not followed if a symlink) is the root of a mount."""
     buf = _StatxBuffer()
@@ -158,6 +183,145 @@ def is_mount_root(path: str) -> bool:
         if err in (2, 20):  # ENOENT, ENOTDIR: nothing there, so not mounted
             return False
         raise JailError(f"statx {path}: {posix.strerror(err)}")
-    # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...
-    attributes = int.from_bytes(buf.raw[8:16], sys.byteorder)
-    return bool(attributes & STATX_ATTR_MOUNT_ROOT)
+    # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...: only the byte of
+    # stx_attributes that holds STATX_ATTR_MOUNT_ROOT (0x2000) is read (one call per planned mount).
+    return bool(buf[_MOUNT_ROOT_BYTE][0] & _MOUNT_ROOT_BIT)
+
+
+def _u32(raw: bytes | bytearray, offset: int) -> int:
+    return int.from_bytes(raw[offset : offset + 4], sys.byteorder)
+
+
+def _u64(raw: bytes | bytearray, offset: int) -> int:
+    return int.from_bytes(raw[offset : offset + 8], sys.byteorder)
+
+
+def mount_id(path: str) -> tuple[int, bool]:
+    """The unique 64-bit id of the mount holding path (not followed if a symlink), and whether
+    path is that mount's root. Unsupported before Linux 6.8 (no STATX_MNT_ID_UNIQUE)."""
+    buf = _StatxBuffer()
+    ret = _statx(AT_FDCWD, path.encode(), AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, STATX_MNT_ID_UNIQUE, buf)
+    if ret < 0:
+        raise JailError(f"statx {path}: {posix.strerror(_ctypes.get_errno())}")
+    raw = buf.raw
+    if not _u32(raw, 0) & STATX_MNT_ID_UNIQUE:  # stx_mask
+        raise Unsupported(f"statx {path}: the kernel gives no unique mount id (STATX_MNT_ID_UNIQUE, Linux 6.8)")
+    # struct statx: stx_attributes at 8, stx_mnt_id at 0x90.
+    return _u64(raw, 0x90), bool(_u64(raw, 8) & STATX_ATTR_MOUNT_ROOT)
+
+
+def _mnt_id_req(mnt_id: int, param: int) -> bytes:
+    # struct mnt_id_req (version 0): u32 size, u32 spare, u64 mnt_id, u64 param
+    return _u32_bytes(MNT_ID_REQ_SIZE_VER0) + _u32_bytes(0) + _u64s(mnt_id, param)
+
+
+def _u32_bytes(value: int) -> bytes:
+    return value.to_bytes(4, sys.byteorder)
+
+
+class _U64(_ctypes._SimpleCData):
+    _type_ = "Q"
+
+
+_LIST_BATCH = 4096
+
+
+class _MountIdBuffer(_ctypes.Array):
+    _type_ = _U64
+    _length_ = _LIST_BATCH
+
+
+def listmount(mnt_id: int) -> list[int]:
+    """Unique ids of the mounts below mount mnt_id, in id (mount) order.
+
+    Linux lists every mount below, at any depth (checked on 6.18 in
+    tests/integration/test_kernel.py), a batch of 4,096 per call; each next call
+    starts after the last id it returned. Unsupported on a kernel without
+    listmount(2) (ENOSYS: before 6.8).
+    """
+    ids: list[int] = []
+    last = 0
+    buf = _MountIdBuffer()
+    while True:
+        n = _syscall(SYS_LISTMOUNT, _mnt_id_req(mnt_id, last), buf, _LIST_BATCH, 0)
+        if n < 0:
+            err = _ctypes.get_errno()
+            if err == ENOSYS:
+                raise Unsupported("listmount: the kernel has no listmount(2) (Linux 6.8)")
+            raise JailError(f"listmount {mnt_id}: {posix.strerror(err)}")
+        batch = buf[:n]
+        ids += batch
+        if n < _LIST_BATCH:
+            return ids
+        last = batch[-1]
+
+
+STATMOUNT_HEADER = 512  # sizeof(struct statmount) before its strings
+_STATMOUNT_WANT = STATMOUNT_MNT_BASIC | STATMOUNT_MNT_ROOT | STATMOUNT_MNT_POINT | STATMOUNT_FS_TYPE | STATMOUNT_SB_SOURCE
+
+
+class StatMount:
+    """What statmount(2) says of one mount (the fields mountinfo has, and the unique ids)."""
+
+    __slots__ = ("attr", "fstype", "mnt_id", "mnt_id_old", "parent_id", "parent_id_old", "point", "root", "source")
+
+    def __init__(self, raw: bytes) -> None:
+        # struct statmount, as u32 (i) and u64 (q) words: u32 size, u32 mnt_opts, u64 mask,
+        # u32 sb_dev_major, u32 sb_dev_minor, u64 sb_magic, u32 sb_flags, u32 fs_type (i[9], str),
+        # u64 mnt_id (q[5]), u64 mnt_parent_id (q[6]), u32 mnt_id_old (i[14]), u32 mnt_parent_id_old
+        # (i[15]), u64 mnt_attr (q[8]), u64 mnt_propagation, u64 mnt_peer_group, u64 mnt_master,
+        # u64 propagate_from, u32 mnt_root (i[26], str), u32 mnt_point (i[27], str), u64 mnt_ns_id,
+        # u32 fs_subtype, u32 sb_source (i[31], str). Strings: nul-terminated, at offsets from str[].
+        header = memoryview(raw)[:STATMOUNT_HEADER]
+        q, i = header.cast("Q"), header.cast("I")
+        self.mnt_id, self.parent_id, self.attr = q[5], q[6], q[8]
+        self.mnt_id_old, self.parent_id_old = i[14], i[15]
+        self.fstype = _string(raw, i[9])
+        self.root = _string(raw, i[26])
+        self.point = _string(raw, i[27])
+        self.source = _string(raw, i[31])
+
+
+def _string(raw: bytes, offset: int) -> str:
+    start = STATMOUNT_HEADER + offset
+    return raw[start : raw.index(0, start)].decode("utf-8", "surrogateescape")
+
+
+class _StatmountBuffer(_ctypes.Array):
+    _type_ = _Char
+    _length_ = STATMOUNT_HEADER + 4096 + 512  # a PATH_MAX mount point, root and a short type and source
+
+
+_STATMOUNT_REQ_HEAD = (MNT_ID_REQ_SIZE_VER0).to_bytes(4, sys.byteorder) + bytes(4)
+_STATMOUNT_REQ_TAIL = _STATMOUNT_WANT.to_bytes(8, sys.byteorder)
+
+
+def statmount(mnt_id: int) -> StatMount | None:
+    """Mount mnt_id's ids, attributes, root, mount point, type and source; None if it is gone
+    (unmounted since it was listed). Unsupported where the kernel lacks it (ENOSYS) or gives no sb_source (a 6.8-6.12 statmount).
+
+    Called once per mount by mounttable (50,000 times with 10,000 jails mounted),
+    so the request is put together from constant parts and only the bytes the
+    kernel wrote are copied out of the buffer.
+    """
+    req = _STATMOUNT_REQ_HEAD + mnt_id.to_bytes(8, sys.byteorder) + _STATMOUNT_REQ_TAIL
+    size = _StatmountBuffer._length_
+    buf: _ctypes.Array = _StatmountBuffer()
+    while True:
+        ret = _syscall(SYS_STATMOUNT, req, buf, size, 0)
+        if ret == 0:
+            break
+        err = _ctypes.get_errno()
+        if err == EOVERFLOW and size < (1 << 20):  # strings longer than the buffer: grow it
+            size *= 4
+            buf = (_Char * size)()
+            continue
+        if err == 2:  # ENOENT
+            return None
+        if err == ENOSYS:
+            raise Unsupported("statmount: the kernel has no statmount(2) (Linux 6.8)")
+        raise JailError(f"statmount {mnt_id}: {posix.strerror(err)}")
+    raw = buf[: int.from_bytes(buf[0:4], sys.byteorder)]  # struct statmount's size: header and strings
+    if int.from_bytes(raw[8:16], sys.byteorder) & _STATMOUNT_WANT != _STATMOUNT_WANT:  # mask: what was filled in
+        raise Unsupported(f"statmount {mnt_id}: the kernel gives no mount source (STATMOUNT_SB_SOURCE)")
+    return StatMount(raw)

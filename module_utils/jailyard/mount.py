@@ -12,8 +12,8 @@ from .safefs import open_beneath, opened
 
 # The launcher's mount step imports this module on every cold launch: paths are
 # plain strings here (pathlib alone costs a third of the step), `cfg` is anything
-# with the Config's jails_dir, tenants_dir and images_dir, and the mount table
-# reader (not needed to mount a clean jail) is imported where it is used.
+# with the Config's jails_dir, tenants_dir and images_dir, and jailyard.mounttable
+# (not needed to mount a clean jail) is imported where it is used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
@@ -70,10 +70,10 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
     if not state[0][1]:
         if any(present for _entry, present in state):
             # Pieces left below a missing root (half expired, stale): clear them all first.
-            # Only then is the mount table read, so mounting stays constant work per jail.
-            from .mountinfo import mounts_under, read_mountinfo
+            # Only then are the mounts below the root listed, so mounting stays constant work per jail.
+            from .mounttable import mounts_below
 
-            for leftover in reversed(mounts_under(read_mountinfo(), root)):
+            for leftover in reversed(mounts_below(root)):
                 kernel.umount(leftover.target, detach=True)
         state = [(m, False) for m, _present in state]
     with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
@@ -151,17 +151,18 @@ def detach_jail(root: str | Path, mounts: list[MountInfo], root_mounted: bool | 
 def unmount_jail(root: str | Path, mounts: list[MountInfo] | None = None, detach: bool = False) -> list[str]:
     """Unmount everything at or below the jail root, deepest first; returns the targets unmounted.
 
-    One umount2(2) per mount, found in one read of the mount table (pass
-    `mounts` to share a read across many jails). If that read has gone stale
-    (the jail was remounted since), the table is read again once. Without
-    `detach` a busy mount is an error.
+    One umount2(2) per mount, found by listing the mounts below the root
+    (jailyard.mounttable; pass `mounts` to share one listing across many jails).
+    If that listing has gone stale (the jail was remounted since), it is made
+    again once. Without `detach` a busy mount is an error.
     """
-    from .mountinfo import mounts_under, read_mountinfo
+    from .mountinfo import mounts_under
+    from .mounttable import mounts_below
 
     done: list[str] = []
     for attempt in (1, 2):
         if mounts is None:
-            mounts = read_mountinfo()
+            mounts = mounts_below(str(root))
         try:
             for m in reversed(mounts_under(mounts, str(root))):
                 if m.target in done:

@@ -1,4 +1,7 @@
-"""One read of /proc/self/mountinfo, indexed by mount point."""
+"""One read of /proc/self/mountinfo, indexed by mount point.
+
+The fallback of jailyard.mounttable, which asks the kernel (listmount, statmount) where it can.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,20 @@ class MountInfo(Record):
     fstype: str
     source: str
 
+    @classmethod
+    def make(cls, mount_id: int, parent_id: int, root: str, target: str, options: str, fstype: str, source: str) -> MountInfo:
+        """A record from its fields in order, without Record's checks (50,000 of them per read)."""
+        self = object.__new__(cls)
+        put = object.__setattr__
+        put(self, "mount_id", mount_id)
+        put(self, "parent_id", parent_id)
+        put(self, "root", root)
+        put(self, "target", target)
+        put(self, "options", options)
+        put(self, "fstype", fstype)
+        put(self, "source", source)
+        return self
+
 
 def _unescape(field: str) -> str:
     if "\\" not in field:
@@ -31,14 +48,14 @@ def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
         parts = line.split(" ")
         sep = parts.index("-")
         mounts.append(
-            MountInfo(
-                mount_id=int(parts[0]),
-                parent_id=int(parts[1]),
-                root=_unescape(parts[3]),
-                target=_unescape(parts[4]),
-                options=parts[5],
-                fstype=parts[sep + 1],
-                source=_unescape(parts[sep + 2]),
+            MountInfo.make(
+                int(parts[0]),
+                int(parts[1]),
+                _unescape(parts[3]),
+                _unescape(parts[4]),
+                parts[5],
+                parts[sep + 1],
+                _unescape(parts[sep + 2]),
             )
         )
     return mounts

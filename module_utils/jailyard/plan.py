@@ -25,7 +25,7 @@ _NAME_REST = _NAME_FIRST | frozenset("0123456789-")
 
 
 def is_valid_name(name: object) -> bool:
-    return isinstance(name, str) and 0 < len(name) <= 32 and name[0] in _NAME_FIRST and all(c in _NAME_REST for c in name)
+    return isinstance(name, str) and 0 < len(name) <= 32 and name[0] in _NAME_FIRST and _NAME_REST.issuperset(name)
 
 
 class MountEntry(Record):

@@ -19,18 +19,20 @@ def list_tenants(cfg: Config, pattern: str = "*") -> list[str]:
         return []
     with entries:
         names = [e.name for e in entries if is_valid_name(e.name) and fnmatch.fnmatchcase(e.name, pattern)]
-    return sorted(n for n in names if (cfg.tenant_dir(n) / "tenant.json").exists())
+    tenants = str(cfg.tenants_dir)  # plain strings: jail_info calls these for every tenant
+    return sorted(n for n in names if os.path.exists(f"{tenants}/{n}/tenant.json"))
 
 
 def load_spec(cfg: Config, name: str) -> TenantSpec | None:
-    path = cfg.tenant_dir(name) / "tenant.json"
+    path = f"{cfg.tenants_dir}/{name}/tenant.json"
     try:
-        text = path.read_text()
+        with open(path) as fh:
+            text = fh.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise JailError(f"cannot read {path}: {exc.strerror}") from exc
-    return TenantSpec.from_json(text, str(path))
+    return TenantSpec.from_json(text, path)
 
 
 def load_plan(cfg: Config, name: str) -> MountPlan | None:

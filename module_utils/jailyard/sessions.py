@@ -54,6 +54,15 @@ def live_sessions(cfg: Config, name: str, prune: bool = True, ended: list[int] |
     return sorted(live)
 
 
+def tenants_with_session_records(cfg: Config) -> frozenset[str]:
+    """Tenants that have a directory under <run_dir>/sessions, in one listing (their records come
+    and go in it; a tenant without one has no session)."""
+    try:
+        return frozenset(posix.listdir(f"{cfg.run_dir}/sessions"))
+    except FileNotFoundError:
+        return frozenset()
+
+
 def record_session(cfg: Config, name: str, pid: int) -> None:
     """Write a session record the way the launcher does (used by tests and tools)."""
     sdir = cfg.sessions_dir(name)

@@ -10,16 +10,27 @@ import time
 
 import pytest
 
+from jailyard import expiry
 from jailyard.config import Config
 from jailyard.expiry import expire_pass
 from jailyard.lifecycle import converge, converge_many, mount_tenant
 from jailyard.lock import tenant_lock
 from jailyard.mount import is_mounted
 from jailyard.mountinfo import jails_with_mounts, read_mountinfo
+from jailyard.mounttable import ENV_FORCE_MOUNTINFO
 from jailyard.registry import load_plan
 from jailyard.sessions import record_session, touch_lastuse
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture(params=["listmount", "mountinfo"], autouse=True)
+def mount_table(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: the mounts asked of the kernel (listmount, statmount), and read from mountinfo (forced).
+    Passes over two jails or more use the threads a pass over many uses."""
+    monkeypatch.setenv(ENV_FORCE_MOUNTINFO, "1" if request.param == "mountinfo" else "0")
+    monkeypatch.setattr(expiry, "THREADS_FROM", 2)
+    return request.param
 
 
 def mounted_jails(cfg: Config) -> set[str]:
@@ -89,6 +100,48 @@ def test_expired_jail_is_mounted_again_on_demand(cfg: Config) -> None:
     launch_like_jailrun(cfg, "back")
     assert mounted_jails(cfg) == {"back"}
     assert len(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))["back"]) == 5
+
+
+def test_jail_left_in_pieces_is_taken_off_whole(cfg: Config, mount_table: str) -> None:
+    """Root gone, /home still attached below the bare directory (a reboot-like mess): the pass finds
+    the pieces (in the mount table: listmount of the jails dir's mount, or mountinfo) and unmounts them all."""
+    converge_many(cfg, [{"name": "whole", "uid": 10001}, {"name": "pieces", "uid": 10002}])
+    root = cfg.jail_root("pieces")
+    subprocess.run(["umount", "-l", str(root)], check=True)
+    (root / "home").mkdir()
+    subprocess.run(["mount", "--bind", str(cfg.tenant_dir("pieces") / "home"), str(root / "home")], check=True)
+    (root / "home" / "deeper").mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "deeper", str(root / "home" / "deeper")], check=True)
+    assert mounted_jails(cfg) == {"whole", "pieces"}
+    first = expire_pass(cfg, log=False)
+    assert first.mounted == 2 and first.unmounted == []
+    second = expire_pass(cfg, log=False)
+    assert second.unmounted == ["pieces", "whole"] and not second.errors
+    assert mounted_jails(cfg) == set()
+    # The jail comes back whole, nothing stacked on leftovers.
+    launch_like_jailrun(cfg, "pieces")
+    assert len(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))["pieces"]) == 5
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_many_idle_jails_go_in_one_pass_whatever_the_threads(cfg: Config, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(expiry, "THREADS", threads)
+    names = [f"m{i:03d}" for i in range(100)]
+    converge_many(cfg, [{"name": n, "uid": 11000 + i, "layout": "overlay" if i % 3 == 0 else "bind"} for i, n in enumerate(names)])
+    assert expire_pass(cfg, log=False).kept_in_use == names
+    time.sleep(0.05)  # past the kernel's coarse file-clock tick
+    launch_like_jailrun(cfg, "m042")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        record_session(cfg, "m077", sleeper.pid)
+        with tenant_lock(cfg, "m013"):
+            report = expire_pass(cfg, log=False)
+        assert report.unmounted == [n for n in names if n not in ("m013", "m042", "m077")]  # in name order
+        assert report.kept_in_use == ["m042", "m077"] and report.kept_busy == ["m013"] and not report.errors
+        assert mounted_jails(cfg) == {"m013", "m042", "m077"}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_busy_jail_is_skipped_not_waited_for(cfg: Config) -> None:

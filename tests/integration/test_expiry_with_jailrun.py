@@ -16,9 +16,17 @@ from jailyard.expiry import expire_pass
 from jailyard.kernel import umount
 from jailyard.lifecycle import converge
 from jailyard.mountinfo import jails_with_mounts, read_mountinfo
+from jailyard.mounttable import ENV_FORCE_MOUNTINFO
 from jailyard.sessions import live_sessions
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None, reason="needs root and gcc")
+
+
+@pytest.fixture(params=["listmount", "mountinfo"], autouse=True)
+def mount_table(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: the mounts asked of the kernel (listmount, statmount), and read from mountinfo (forced)."""
+    monkeypatch.setenv(ENV_FORCE_MOUNTINFO, "1" if request.param == "mountinfo" else "0")
+    return request.param
 
 
 @pytest.fixture(scope="module")

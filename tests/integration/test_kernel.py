@@ -12,6 +12,7 @@ import pytest
 from jailtest import REPO
 from jailyard import kernel
 from jailyard.errors import JailError
+from jailyard.mountinfo import read_mountinfo
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -122,3 +123,86 @@ def test_the_mount_steps_full_path_never_imports_the_image_build_code() -> None:
     )
     out = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == []
+
+
+def mount_tmpfs(target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "jailyard-test", str(target)], check=True)
+
+
+def test_listmount_lists_every_mount_below_at_any_depth_and_statmount_describes_each(tmp_path: Path, mount_guard: None) -> None:
+    top = tmp_path / "top"
+    mount_tmpfs(top)
+    (top / "src").mkdir()
+    mount_tmpfs(top / "a")
+    mount_tmpfs(top / "a" / "deeper")
+    (top / "b").mkdir()
+    subprocess.run(["mount", "--bind", "-o", "ro,nosuid", str(top / "src"), str(top / "b")], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro,nosuid", str(top / "b")], check=True)
+    top_id, is_root = kernel.mount_id(str(top))
+    assert is_root
+    assert kernel.mount_id(str(top / "src")) == (top_id, False)
+    ids = kernel.listmount(top_id)
+    below = [kernel.statmount(i) for i in ids]
+    assert [m.point for m in below] == [f"{top}/a", f"{top}/a/deeper", f"{top}/b"]  # the grandchild too, in mount order
+    a, deeper, b = below
+    assert (a.parent_id, deeper.parent_id, b.parent_id) == (top_id, a.mnt_id, top_id)
+    assert (a.fstype, a.source, a.root) == ("tmpfs", "jailyard-test", "/")
+    assert (b.fstype, b.root) == ("tmpfs", "/src")
+    assert b.attr & kernel.MOUNT_ATTR_RDONLY and b.attr & kernel.MOUNT_ATTR_NOSUID and not a.attr & kernel.MOUNT_ATTR_RDONLY
+    # The old ids are mountinfo's.
+    by_target = {m.target: m for m in read_mountinfo()}
+    assert [(m.mnt_id_old, m.parent_id_old) for m in below] == [(by_target[m.point].mount_id, by_target[m.point].parent_id) for m in below]
+    assert kernel.listmount(deeper.mnt_id) == []
+
+
+def test_statmount_of_an_unmounted_mount_is_none_and_errors_name_the_call(tmp_path: Path, mount_guard: None) -> None:
+    gone = tmp_path / "gone"
+    mount_tmpfs(gone)
+    gone_id, _ = kernel.mount_id(str(gone))
+    kernel.umount(str(gone))
+    assert kernel.statmount(gone_id) is None
+    with pytest.raises(JailError, match=rf"^listmount {gone_id}: No such file or directory$"):
+        kernel.listmount(gone_id)
+    with pytest.raises(JailError, match=r"^statmount 1: Invalid argument$"):  # not a unique mount id
+        kernel.statmount(1)
+    with pytest.raises(JailError, match=rf"^statx {tmp_path}/missing: No such file or directory$"):
+        kernel.mount_id(str(tmp_path / "missing"))
+
+
+def test_statmount_grows_its_buffer_for_long_paths(tmp_path: Path, mount_guard: None) -> None:
+    # Root and mount point of about 3,000 bytes each: more than the first buffer (5 KiB) holds (EOVERFLOW).
+    top = tmp_path / "top"
+    mount_tmpfs(top)
+    long = "/".join(["d" * 250] * 12)
+    (top / "src" / long).mkdir(parents=True)
+    (top / "dst" / long).mkdir(parents=True)
+    subprocess.run(["mount", "--bind", f"{top}/src/{long}", f"{top}/dst/{long}"], check=True)
+    (child,) = kernel.listmount(kernel.mount_id(str(top))[0])
+    sm = kernel.statmount(child)
+    assert sm.point == f"{top}/dst/{long}" and sm.root == f"/src/{long}"
+    assert len(sm.point) + len(sm.root) > kernel._StatmountBuffer._length_ - kernel.STATMOUNT_HEADER
+
+
+def test_listmount_pages_through_more_mounts_than_one_batch(tmp_path: Path, mount_guard: None) -> None:
+    top = tmp_path / "top"
+    mount_tmpfs(top)
+    count = kernel._LIST_BATCH + 5
+    for i in range(count):
+        (top / str(i)).mkdir()
+    script = f"for i in $(seq 0 {count - 1}); do mount --bind {top}/$i {top}/$i || exit 1; done"
+    subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", f"{script}; {LIST_IN_NS}"],
+        check=True,
+        env={**os.environ, "TOP": str(top), "COUNT": str(count), "PYTHONPATH": str(REPO / "module_utils")},
+    )
+
+
+# Run inside the private namespace made above (so 4,101 mounts never reach the host's table).
+LIST_IN_NS = (
+    'python3 -c \'import os; from jailyard import kernel as k; top = os.environ["TOP"]; '
+    "ids = k.listmount(k.mount_id(top)[0]); "
+    'assert len(ids) == int(os.environ["COUNT"]) == len(set(ids)), len(ids); '
+    "assert ids == sorted(ids); "
+    'assert {k.statmount(i).point for i in ids[-3:]} <= {f"{top}/{n}" for n in range(int(os.environ["COUNT"]))}\''
+)
