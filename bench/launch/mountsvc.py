@@ -5,7 +5,7 @@
 
 Listens on a unix SEQPACKET socket (mode 0600, so only root connects), and for each
 connection: checks the peer is root (SO_PEERCRED), reads one jail name, runs the same
-mount step a cold launch runs today (jailyard.helper.main, which validates the name and
+mount step a cold launch runs today (bin/jailyard_mount.py's main, which validates the name and
 takes the tenant lock) in this already-started interpreter, and answers one byte, 0 when
 the jail is mounted. With --fork each request runs in a fork of this warm process (the
 "zygote" candidate): a request that crashes or leaks cannot harm the next one.
@@ -19,8 +19,10 @@ import struct
 import sys
 
 sys.path.insert(0, sys.argv[0].rpartition("/")[0] + "/../../module_utils")
+sys.path.insert(0, sys.argv[0].rpartition("/")[0] + "/../../bin")
 
-from jailyard import helper
+import jailyard_mount as helper  # the mount step's program (bin/jailyard_mount.py)
+
 from jailyard.lock import tenant_lock  # noqa: F401  (warm too: the step imports it lazily)
 
 
