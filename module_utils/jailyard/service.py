@@ -14,14 +14,14 @@ not unmounted (its session record keeps it mounted while the program runs;
 Where systemd runs, the loop is the `ExecStart` of the template unit
 `jailyard@NAME.service` (`UNIT`): output to the journal, stopped with the
 system, restarted by systemd if the loop itself dies. Elsewhere `start`
-detaches it (setsid) with its output appended to `<log_dir>/<name>.log`.
+detaches it (setsid) with its output appended to `<log_dir>/service-<name>.log` (LOG_DIR, /var/log/jailyard).
 `stop` (SIGTERM: passed to the session, SIGKILL after `timeout`) comes before
 any unmount.
 
-Not wired yet (issue 19, left for a follow-up): the spec's `service: true` and
-the jail module option that starts it after a mount, and the jail_launcher
-role installing UNIT as /etc/systemd/system/jailyard@.service; until then
-`start` is called directly (and needs that unit where systemd runs).
+The spec's `service: true` (a mounted jail's converge starts it: planner.py)
+uses `program`, split by `TenantSpec.service_argv` (shlex.split); the
+jail_launcher role installs UNIT as /etc/systemd/system/jailyard@.service
+(roles/jail_launcher/templates/etc/systemd/system/jailyard@.service.j2, the same text).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .config import Config
 
 JAILRUN = "/usr/local/sbin/jailrun"
+LOG_DIR = "/var/log/jailyard"  # without systemd: the loop's output, <LOG_DIR>/service-<name>.log
 
 UNIT = """\
 # jailyard: a tenant's program as a service (module_utils/jailyard/service.py). Managed by Ansible.
@@ -204,7 +205,7 @@ def _unit(name: str) -> str:
 
 
 def start(
-    cfg: Config, name: str, log_dir: str = "/var/log/jailyard", jailrun: str = JAILRUN, systemd: bool | None = None, timeout: float = 30.0
+    cfg: Config, name: str, log_dir: str = LOG_DIR, jailrun: str = JAILRUN, systemd: bool | None = None, timeout: float = 30.0
 ) -> bool:
     """Start the tenant's service (its spec's program); False if it already runs.
 
@@ -265,7 +266,6 @@ def stop(cfg: Config, name: str, timeout: float = 30.0) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """`... --config FILE NAME`: the unit's ExecStart (and the detached loop where there is no systemd)."""
     import argparse
-    import shlex
 
     from .config import load_config
     from .registry import load_spec
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(cfg, args.name)
         if spec is None or not spec.program:
             raise JailError(f"jail {args.name} has no program to run as a service")
-        return run_loop(cfg, args.name, shlex.split(spec.program), jailrun=args.jailrun)
+        return run_loop(cfg, args.name, spec.service_argv(), jailrun=args.jailrun)
     except JailError as exc:
         _say(f"jailyard-service: error: {exc}", sys.stderr)
         return 1
