@@ -110,3 +110,15 @@ def test_service_without_a_program_is_refused_and_nothing_is_created(loop_env) -
     with pytest.raises(JailError, match=r"^jail nosvc has service: true but no program to run"):
         converge(cfg, {"name": "nosvc", "uid": 10032, "service": True})
     assert not cfg.tenant_dir("nosvc").exists() and service.status(cfg, "nosvc") is None
+
+
+def test_purge_removes_the_state_a_killed_loop_left(loop_env) -> None:
+    """A loop killed by SIGKILL (or a crash) cannot remove <run>/services/NAME: the purge does."""
+    cfg, _ = loop_env
+    converge(cfg, {"name": "nosvc", "uid": 10032, "state": "present"})
+    stale = cfg.run_dir / "services" / "nosvc"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_text('{"pid": 1, "starttime": "0", "state": "running", "program": ["/bin/sleep"]}')
+    assert service.status(cfg, "nosvc") is None  # a dead loop's state is ignored ...
+    gone = converge(cfg, {"name": "nosvc", "state": "absent", "purge": True})
+    assert f"remove {stale}" in gone.actions and not stale.exists()  # ... and purged
