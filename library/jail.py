@@ -94,12 +94,13 @@ options:
   service:
     description:
       - Run O(program) as a service while the jail is V(mounted) (O(program) is then required), under the supervisor
-        loop of C(module_utils/jailyard/service.py) through C(jailrun): restarted when it fails, after 1, 2, 4 ... up to
+        loop of C(module_utils/jailyard/service.py) through C(jailrun), restarted when it fails, after 1, 2, 4 ... up to
         60 seconds; an exit 0 ends it (the next task run starts it again).
       - Under systemd the loop is the unit C(jailyard@NAME.service) (the jail_launcher role installs the template), its
         output in the journal; elsewhere the loop runs detached, its output in C(/var/log/jailyard/service-NAME.log).
-      - V(mounted) starts it when it does not run (a running one is left alone, or restarted when O(program) changed);
-        V(unmounted) and V(absent) stop it first; V(false) stops a running one. V(present) leaves it as it is.
+      - With O(state=mounted) it is started when it does not run (a running one is left alone, or restarted when
+        O(program) changed). O(state=unmounted) and O(state=absent) stop it first, V(false) stops a running one,
+        and O(state=present) leaves it as it is.
       - Stored in the spec only when true. Unset keeps the jail's value (false for a new jail).
     type: bool
   packages:
