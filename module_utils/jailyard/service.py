@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import TextIO
@@ -39,7 +38,12 @@ from .plan import is_valid_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
+
     from .config import Config
+
+# subprocess is imported where a loop is run, started or stopped: the mount step
+# imports this module (through lifecycle) on every cold launch and never needs it.
 
 JAILRUN = "/usr/local/sbin/jailrun"
 LOG_DIR = "/var/log/jailyard"  # without systemd: the loop's output, <LOG_DIR>/service-<name>.log
@@ -136,6 +140,8 @@ class _Loop:
             self.child.send_signal(signal.SIGTERM)  # jailrun passes it to the program
 
     def run(self, stop_timeout: float) -> int:
+        import subprocess
+
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         try:
@@ -212,6 +218,8 @@ def start(
     Under systemd: `systemctl start jailyard@NAME.service` (the role installs the template, UNIT).
     Elsewhere: the loop, detached in a session of its own, output appended to
     <log_dir>/service-<name>.log (rotated with the launch log)."""
+    import subprocess
+
     if not is_valid_name(name):
         raise JailError(f"invalid jail name {name!r}")
     if status(cfg, name) is not None:
@@ -238,6 +246,8 @@ def start(
 
 def stop(cfg: Config, name: str, timeout: float = 30.0) -> bool:
     """Stop the tenant's service loop (and its session); True if one ran. Before any unmount."""
+    import subprocess
+
     state = status(cfg, name)
     if state is None:
         return False
