@@ -1,7 +1,8 @@
 """`service: true` end to end (issue 19), as root with the real launcher: converging
 {name, uid, program, service: true, state: mounted} runs the program under the supervisor loop
-(detached, as on a host without systemd), a second converge changes nothing, `service: false`
-stops it, and a purge leaves no loop process and no run file."""
+(detached, as on a host without systemd), a second converge changes nothing, expiry keeps the jail
+mounted, `service: false` stops it, `unmounted` stops it before the unmount, and a purge leaves no
+loop process and no run file."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from jailyard import service
 from jailyard.config import Config
 from jailyard.control import list_sessions
 from jailyard.errors import JailError
+from jailyard.expiry import expire_pass
 from jailyard.kernel import umount
 from jailyard.lifecycle import converge, jail_facts
 from jailyard.mountinfo import read_mountinfo
@@ -88,6 +90,10 @@ def test_service_true_runs_the_program_converges_idempotently_stops_on_false_and
     assert converge(cfg, item, check=True).actions == []
     assert alive(loop_pid, loop_start) and service.status(cfg, "svc")["starts"] == 1
 
+    for _ in range(3):  # expiry leaves the jail of a running service mounted
+        assert expire_pass(cfg, log=False).unmounted == []
+    assert alive(loop_pid, loop_start)
+
     off = converge(cfg, {**item, "service": False})
     assert off.actions == ["stop the service of svc (service: false)", "write svc/tenant.json"]
     assert not alive(loop_pid, loop_start)
@@ -95,7 +101,14 @@ def test_service_true_runs_the_program_converges_idempotently_stops_on_false_and
     assert "service" not in (cfg.tenant_dir("svc") / "tenant.json").read_text()
     assert converge(cfg, {**item, "service": False}).actions == []
 
-    converge(cfg, item)  # running again, then purged: the service is stopped first
+    assert converge(cfg, item).actions == ["write svc/tenant.json", "start the service of svc: /bin/sleep 1000"]
+    st = service.status(cfg, "svc")
+    assert wait_until(lambda: list_sessions(cfg, "svc") != [])
+    down = converge(cfg, {**item, "state": "unmounted"})  # its own session does not refuse the unmount
+    assert down.actions[0] == "stop the service of svc" and down.actions[1].startswith("unmount svc: ")
+    assert not alive(st["pid"], st["starttime"]) and service.status(cfg, "svc") is None
+
+    assert converge(cfg, item).actions[-1] == "start the service of svc: /bin/sleep 1000"  # mounted again: started
     st = service.status(cfg, "svc")
     assert wait_until(lambda: list_sessions(cfg, "svc") != [])
     gone = converge(cfg, {"name": "svc", "state": "absent", "purge": True})
