@@ -35,6 +35,9 @@ PAST = {
     "purge": "purged",
     "release": "released",
     "switch": "switched",
+    "start": "started",
+    "stop": "stopped",
+    "restart": "restarted",
 }
 
 
@@ -97,10 +100,18 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> Any:
     fact = facts[0]
     if args.json:
         return fact
-    lines = [f"{k}: {v}" for k, v in fact.items() if k not in ("mounts", "limits")]
+    lines = [f"{k}: {v}" for k, v in fact.items() if k not in ("mounts", "limits", "service", "service_status")]
     lines.append("limits: " + " ".join(f"{k}={v}" for k, v in fact["limits"].items()))
     lines += [f"mount {m['target']}: {'mounted' if m['mounted'] else 'not mounted'}" for m in fact["mounts"]]
+    if fact["service"] or fact["service_status"]["running"]:
+        lines.append(f"service: {'' if fact['service'] else '(not wanted) '}{_service_line(fact['service_status'])}")
     return "\n".join(lines)
+
+
+def _service_line(st: dict[str, Any]) -> str:
+    if not st["running"]:
+        return "not running"
+    return f"{st['state']} (session {st['session'] or '-'}, starts {st['starts']}, failures {st['failures']}, last exit {st['last_exit']})"
 
 
 def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
@@ -113,6 +124,10 @@ def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
             params["net"] = True
         if getattr(args, "shared_gid", False):
             params["shared_gid"] = True
+        if getattr(args, "program", None) is not None:
+            params["program"] = args.program
+        if getattr(args, "service", None) is not None:
+            params["service"] = args.service
         if getattr(args, "limit", None):
             params["limits"] = _limits(args.limit)
         if state in ("mounted", "unmounted") and params.get("uid") is None and load_spec(cfg, args.name) is None:
@@ -221,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--net", action="store_true", help="allow the network (jailrun --net)")
             p.add_argument(
                 "--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)} (mem, fsize: K, M, G, T suffixes)"
+            )
+        if state in ("present", "mounted"):
+            p.add_argument("--program", help="the tenant's program: an absolute path inside the jail and its arguments (shell words)")
+            p.add_argument(
+                "--service",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="run --program as a service while mounted (restarted on failure); --no-service stops it",
             )
         if state in ("unmounted", "absent"):
             p.add_argument("--force", action="store_true", default=None, help="unmount even with live sessions")

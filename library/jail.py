@@ -11,6 +11,7 @@ module: jail
 short_description: Create, mount, unmount and remove tenant jails
 description:
   - Converges one jail, or many with O(jails), to a state.
+  - With O(service), the tenant's O(program) runs as a supervised service while the jail is mounted.
   - A jail is a tenant's spec (C(tenant.json)), mount plan, passwd/group and home under
     the tenants directory, mounted over the shared read-only base image at the jails directory.
   - C(changed) is true only when something changed; check mode reports exactly what a real run would do;
@@ -85,8 +86,23 @@ options:
         description: Wall-clock seconds per session.
         type: int
   program:
-    description: The tenant's program (registry information).
+    description:
+      - The tenant's program, a command line whose first word is an absolute path inside the jail.
+      - Registry information, unless O(service) runs it. It is split into words as a POSIX shell would
+        (Python C(shlex.split)) but no shell runs it; write C(/bin/sh -c '...') for shell syntax.
     type: str
+  service:
+    description:
+      - Run O(program) as a service while the jail is V(mounted) (O(program) is then required), under the supervisor
+        loop of C(module_utils/jailyard/service.py) through C(jailrun), restarted when it fails, after 1, 2, 4 ... up to
+        60 seconds; an exit 0 ends it (the next task run starts it again).
+      - Under systemd the loop is the unit C(jailyard@NAME.service) (the jail_launcher role installs the template), its
+        output in the journal; elsewhere the loop runs detached, its output in C(/var/log/jailyard/service-NAME.log).
+      - With O(state=mounted) it is started when it does not run (a running one is left alone, or restarted when
+        O(program) changed). O(state=unmounted) and O(state=absent) stop it first, V(false) stops a running one,
+        and O(state=present) leaves it as it is.
+      - Stored in the spec only when true. Unset keeps the jail's value (false for a new jail).
+    type: bool
   packages:
     description: The tenant's extra packages (registry information).
     type: list
@@ -166,6 +182,9 @@ options:
       program:
         description: As O(program).
         type: str
+      service:
+        description: As O(service).
+        type: bool
       packages:
         description: As O(packages).
         type: list
@@ -202,6 +221,13 @@ EXAMPLES = r"""
       - {name: bob, uid: 10002, layout: overlay, limits: {mem: 268435456}}
     state: mounted
     exclusive: true
+
+- name: Run carol's web console backend as a service (restarted on failure, stopped before an unmount)
+  jail:
+    name: carol
+    uid: 10003
+    program: /usr/bin/python3 /home/carol/console.py --port 8000
+    service: true
 
 - name: Remove a jail and delete its home
   jail:
@@ -267,6 +293,7 @@ ITEM_OPTIONS = {
     "net": {"type": "bool"},
     "limits": {"type": "dict", "options": LIMITS},
     "program": {"type": "str"},
+    "service": {"type": "bool"},
     "packages": {"type": "list", "elements": "str"},
     "purge": {"type": "bool"},
     "force": {"type": "bool"},

@@ -13,6 +13,9 @@ description:
   - Returns, for one jail, a glob of names, or all jails, the spec, whether each mount of the plan
     is present, the live sessions (C(sessions) the launcher pids, C(session_info) caller, program, start,
     CPU and memory so far, terminal or not, as C(jailctl sessions --json)) and the image in use.
+  - For a tenant service (C(service) true in the spec), C(service_status) tells whether its supervisor loop runs and,
+    while it runs, its state (V(running) or V(backoff) between two starts), C(failures) in a row, C(starts),
+    C(last_exit) (the launcher's status, 128+N for signal N), C(session) and C(next_start) (epoch seconds).
   - Reads each spec once and the mount table once, so it stays fast with ten thousand jails.
 version_added: "1.0.0"
 author: jailyard contributors (@jailyard)
@@ -71,6 +74,9 @@ jails:
            started: "2026-12-01T17:30:00Z", init: 4243, processes: 2, cpu_seconds: 0.12,
            memory_bytes: 3112960, memory_source: cgroup}
       root: /srv/jails/alice
+      service: true
+      service_status: {running: true, state: running, failures: 1, starts: 2, last_exit: 137, session: 4242,
+                       next_start: null, pid: 4240, program: [/usr/bin/python3, /home/alice/app.py]}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry
+from . import leftovers, registry, service
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -20,7 +20,6 @@ from .lock import tenant_lock
 from .mount import mount_jail, open_trusted, unmount_jail
 from .planner import Step
 from .safefs import atomic_write, ensure_dir, opened, remove_tree
-from .service import stop as stop_service
 from .sessions import touch_lastuse
 
 
@@ -131,7 +130,12 @@ def _mount(run: _Run, step: Step) -> None:
 
 
 def _stop_service(run: _Run, step: Step) -> None:
-    stop_service(run.cfg, run.name)
+    service.stop(run.cfg, run.name)
+
+
+def _start_service(run: _Run, step: Step) -> None:
+    # Module attributes read at each call: tests point them at their own launcher and log directory.
+    service.start(run.cfg, run.name, log_dir=service.LOG_DIR, jailrun=service.JAILRUN)
 
 
 def _end_sessions(run: _Run, step: Step) -> None:
@@ -176,6 +180,7 @@ def _drop_lock(run: _Run, step: Step) -> None:
 
 APPLY = {
     "stop-service": _stop_service,
+    "start-service": _start_service,
     "end-sessions": _end_sessions,
     "take-uid": _take_uid,
     "release-uid": _release_uid,

@@ -137,8 +137,9 @@ def remove_cgroup(path: Path) -> None:
 
 
 def run_records(cfg: Config, name: str) -> list[Path]:
-    """The tenant's session records dir and last-use stamp, where they exist."""
-    return [p for p in (cfg.sessions_dir(name), cfg.lastuse_path(name)) if os.path.lexists(p)]
+    """The tenant's session records dir, last-use stamp and service state (a killed loop's), where they exist."""
+    paths = (cfg.sessions_dir(name), cfg.lastuse_path(name), cfg.run_dir / "services" / name)
+    return [p for p in paths if os.path.lexists(p)]
 
 
 def remove_run_record(path: Path) -> None:
@@ -147,4 +148,7 @@ def remove_run_record(path: Path) -> None:
             os.unlink(path / entry)
         os.rmdir(path)
     else:
-        os.unlink(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass  # a service loop stopped by this run removed its own state

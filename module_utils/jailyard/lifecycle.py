@@ -27,6 +27,7 @@ from .lock import tenant_lock
 from .observe import Observed, is_current, observe, observe_details
 from .plan import host_target
 from .planner import mount_plan, plan_jail, plan_mount
+from .service import status as service_status
 from .sessions import live_sessions, tenants_with_session_records
 from .spec import LIMIT_KEYS, check_name
 from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
@@ -220,11 +221,25 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
             "mounts": entries,
             "sessions": sessions,
             "root": root,
+            "service": spec.service,
+            "service_status": service_facts(cfg, name),
         }
         if disk_usage:
             fact["disk_usage"] = _disk_usage(cfg.tenant_dir(name))
         facts.append(fact)
     return facts
+
+
+SERVICE_FACTS = ("state", "failures", "starts", "last_exit", "session", "next_start", "pid", "program")
+
+
+def service_facts(cfg: Config, name: str) -> dict[str, Any]:
+    """The tenant's service loop as jail_info and jailctl show it: running or not, and while it runs its
+    state (running, backoff), failures in a row, starts, last exit status, session pid, next start."""
+    st = service_status(cfg, name)
+    if st is None:
+        return {"running": False}
+    return {"running": True, **{k: st.get(k) for k in SERVICE_FACTS}}
 
 
 def _disk_usage(path: Path) -> int:

@@ -116,7 +116,9 @@ def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check:
     obs.stray_uids = sorted(strays.uids.get(name, []))
     if purge:
         obs.cgroups = [str(p) for p in leftovers.tenant_cgroups(cfg, name, leftovers.CGROUP_ROOT)]
-        obs.run_records = [str(p) for p in leftovers.run_records(cfg, name)]
+        # A running service's state goes with its loop (stopped first); a dead loop's is a leftover.
+        own = str(cfg.run_dir / "services" / name) if obs.service else None
+        obs.run_records = [str(p) for p in leftovers.run_records(cfg, name) if str(p) != own]
     if image == "current" and not obs.mounted:
         obs.current_image = resolve_image(cfg, "current")
     return obs

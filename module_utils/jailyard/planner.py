@@ -9,6 +9,7 @@ plan; check mode is "plan, do not apply" (apply.py does the steps).
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from typing import Any
 
 from .config import Config
@@ -76,11 +77,13 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
     mounted = list(obs.mounted)
     if want.state == "mounted":
         plan, mount_steps = plan_mount(cfg, spec, plan, [t in obs.mounted for t in plan.targets()], obs.current_image)
-        steps += mount_steps
+        steps = _service_stop(obs, spec) + steps + mount_steps + _service_start(obs, spec)
         mounted = plan.targets()
     elif want.state == "unmounted":
         steps += _unmount(cfg, obs, want.force, flags)
         mounted = []
+    else:
+        steps = _service_stop(obs, spec) + steps
     if mounted and set(plan.targets()) <= set(mounted):
         after_state = "mounted"
     else:
@@ -147,6 +150,30 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
     return steps
 
 
+def _service_stop(obs: Observed, spec: TenantSpec) -> list[Step]:
+    """A running service the spec no longer asks for (service: false) is stopped, before anything else."""
+    if obs.service and not spec.service:
+        return [Step("stop-service", f"stop the service of {obs.name} (service: false)")]
+    return []
+
+
+def _service_start(obs: Observed, spec: TenantSpec) -> list[Step]:
+    """A mounted jail with service: true runs its program under the loop: started last (the loop reads tenant.json).
+
+    A running service whose program changed is restarted; one that runs as asked is left alone."""
+    if not spec.service:
+        return []
+    argv = spec.service_argv()
+    if not obs.service:
+        return [Step("start-service", f"start the service of {spec.name}: {shlex.join(argv)}")]
+    if obs.service.get("program") != argv:
+        return [
+            Step("stop-service", f"restart the service of {spec.name} (program changed to {shlex.join(argv)})"),
+            Step("start-service"),
+        ]
+    return []
+
+
 def plan_mount(
     cfg: Config, spec: TenantSpec, plan: MountPlan, present: list[bool], current_image: str | None
 ) -> tuple[MountPlan, list[Step]]:
@@ -166,12 +193,17 @@ def plan_mount(
     return plan, steps
 
 
+def _other_sessions(obs: Observed) -> list[int]:
+    """The live sessions but the service's own, which stopping the service ends (issue 19)."""
+    own = obs.service.get("session") if obs.service else None
+    return [pid for pid in obs.sessions if pid != own]
+
+
 def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> list[Step]:
     if not obs.mounted:
-        return []
-    # The service's own session is not one to refuse over: the service is stopped first (issue 19).
-    own = obs.service.get("session") if obs.service else None
-    sessions = [pid for pid in obs.sessions if pid != own]
+        # A service between two starts of its program (back-off) would mount the jail again.
+        return [Step("stop-service", f"stop the service of {obs.name}")] if obs.service else []
+    sessions = _other_sessions(obs)
     if sessions and not force:
         raise JailError(
             f"jail {obs.name} has {len(sessions)} live session(s) (pids {' '.join(map(str, sessions))}); "
@@ -190,8 +222,9 @@ def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> 
 def plan_removal(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -> list[Step]:
     """Unmount, remove the spec, plan and passwd (and with purge the home, the uid and every trace of the tenant)."""
     kept_uid = obs.spec.uid if obs.spec else obs.home_owner
-    if want.purge and obs.sessions:
-        raise JailError(f"jail {obs.name} has {len(obs.sessions)} live session(s); purging it is refused")
+    sessions = _other_sessions(obs)
+    if want.purge and sessions:
+        raise JailError(f"jail {obs.name} has {len(sessions)} live session(s); purging it is refused")
     steps = _unmount(cfg, obs, want.force, flags)
     steps += _clear_strays(obs, keep_uid=kept_uid)
     if want.purge and obs.cgroups:

@@ -14,14 +14,14 @@ not unmounted (its session record keeps it mounted while the program runs;
 Where systemd runs, the loop is the `ExecStart` of the template unit
 `jailyard@NAME.service` (`UNIT`): output to the journal, stopped with the
 system, restarted by systemd if the loop itself dies. Elsewhere `start`
-detaches it (setsid) with its output appended to `<log_dir>/<name>.log`.
+detaches it (setsid) with its output appended to `<log_dir>/service-<name>.log` (LOG_DIR, /var/log/jailyard).
 `stop` (SIGTERM: passed to the session, SIGKILL after `timeout`) comes before
 any unmount.
 
-Not wired yet (issue 19, left for a follow-up): the spec's `service: true` and
-the jail module option that starts it after a mount, and the jail_launcher
-role installing UNIT as /etc/systemd/system/jailyard@.service; until then
-`start` is called directly (and needs that unit where systemd runs).
+The spec's `service: true` (a mounted jail's converge starts it: planner.py)
+uses `program`, split by `TenantSpec.service_argv` (shlex.split); the
+jail_launcher role installs UNIT as /etc/systemd/system/jailyard@.service
+(roles/jail_launcher/templates/etc/systemd/system/jailyard@.service.j2, the same text).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import TextIO
@@ -39,9 +38,15 @@ from .plan import is_valid_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
+
     from .config import Config
 
+# subprocess is imported where a loop is run, started or stopped: the mount step
+# imports this module (through lifecycle) on every cold launch and never needs it.
+
 JAILRUN = "/usr/local/sbin/jailrun"
+LOG_DIR = "/var/log/jailyard"  # without systemd: the loop's output, <LOG_DIR>/service-<name>.log
 
 UNIT = """\
 # jailyard: a tenant's program as a service (module_utils/jailyard/service.py). Managed by Ansible.
@@ -135,6 +140,8 @@ class _Loop:
             self.child.send_signal(signal.SIGTERM)  # jailrun passes it to the program
 
     def run(self, stop_timeout: float) -> int:
+        import subprocess
+
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         try:
@@ -204,13 +211,15 @@ def _unit(name: str) -> str:
 
 
 def start(
-    cfg: Config, name: str, log_dir: str = "/var/log/jailyard", jailrun: str = JAILRUN, systemd: bool | None = None, timeout: float = 30.0
+    cfg: Config, name: str, log_dir: str = LOG_DIR, jailrun: str = JAILRUN, systemd: bool | None = None, timeout: float = 30.0
 ) -> bool:
     """Start the tenant's service (its spec's program); False if it already runs.
 
     Under systemd: `systemctl start jailyard@NAME.service` (the role installs the template, UNIT).
     Elsewhere: the loop, detached in a session of its own, output appended to
     <log_dir>/service-<name>.log (rotated with the launch log)."""
+    import subprocess
+
     if not is_valid_name(name):
         raise JailError(f"invalid jail name {name!r}")
     if status(cfg, name) is not None:
@@ -237,6 +246,8 @@ def start(
 
 def stop(cfg: Config, name: str, timeout: float = 30.0) -> bool:
     """Stop the tenant's service loop (and its session); True if one ran. Before any unmount."""
+    import subprocess
+
     state = status(cfg, name)
     if state is None:
         return False
@@ -265,7 +276,6 @@ def stop(cfg: Config, name: str, timeout: float = 30.0) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """`... --config FILE NAME`: the unit's ExecStart (and the detached loop where there is no systemd)."""
     import argparse
-    import shlex
 
     from .config import load_config
     from .registry import load_spec
@@ -280,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(cfg, args.name)
         if spec is None or not spec.program:
             raise JailError(f"jail {args.name} has no program to run as a service")
-        return run_loop(cfg, args.name, shlex.split(spec.program), jailrun=args.jailrun)
+        return run_loop(cfg, args.name, spec.service_argv(), jailrun=args.jailrun)
     except JailError as exc:
         _say(f"jailyard-service: error: {exc}", sys.stderr)
         return 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ class TenantSpec:
     program: str | None = None
     packages: list[str] = dataclasses.field(default_factory=list)
     version: int = SPEC_VERSION
+    # Run `program` as a supervised service while mounted (service.py). Left out of tenant.json
+    # when false, so the files of jails that never asked for it stay as they were.
+    service: bool = False
 
     @classmethod
     def build(
@@ -53,6 +57,7 @@ class TenantSpec:
         limits: object = None,
         program: object = None,
         packages: object = None,
+        service: object = None,
     ) -> TenantSpec:
         """Validate user input (module arguments, CLI flags) into a spec; limits default from cfg."""
         name = check_name(name)
@@ -77,6 +82,7 @@ class TenantSpec:
             limits=merged,
             program=program,  # type: ignore[arg-type]
             packages=list(packages or []),  # type: ignore[call-overload]
+            service=False if service is None else service,  # type: ignore[arg-type]
         )
         spec.validate(cfg)
         return spec
@@ -95,9 +101,27 @@ class TenantSpec:
             raise JailError(f"invalid image {self.image!r} for {self.name}: expected 'current' or an image id")
         if self.program is not None and not isinstance(self.program, str):
             raise JailError(f"invalid program {self.program!r} for {self.name}: expected a string")
+        if not isinstance(self.service, bool):
+            raise JailError(f"invalid service {self.service!r} for {self.name}: expected true or false")
+        if self.service:
+            self.service_argv()
         for pkg in self.packages:
             if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
                 raise JailError(f"invalid package name {pkg!r} for {self.name}")
+
+    def service_argv(self) -> list[str]:
+        """The service's command line: `program` split as a POSIX shell would (shlex.split), no shell run.
+
+        Refused unless it names an absolute path inside the jail (the launcher runs it there, no PATH search)."""
+        try:
+            argv = shlex.split(self.program or "")
+        except ValueError as exc:
+            raise JailError(f"invalid program {self.program!r} for {self.name}: {exc}") from exc
+        if not argv:
+            raise JailError(f"jail {self.name} has service: true but no program to run; set program (an absolute path inside the jail)")
+        if not argv[0].startswith("/"):
+            raise JailError(f"invalid program {self.program!r} for the service of {self.name}: expected an absolute path inside the jail")
+        return argv
 
     def mount_plan(self, cfg: Config, image_id: str, image_root: Path) -> MountPlan:
         """The mounts of the jail, in order. The launcher never computes these itself."""
@@ -141,7 +165,10 @@ class TenantSpec:
         return f"root:x:0:\nnogroup:x:65534:\n{self.name}:x:{self.gid}:\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not self.service:
+            del data["service"]  # tenant.json of a jail without a service stays byte-identical
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

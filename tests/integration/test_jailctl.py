@@ -151,3 +151,19 @@ def test_images_says_yes_or_no(cfg: Config) -> None:
     # IN_USE may be yes: another suite on this host can have a jail of the shared test image mounted.
     assert row[:2] == ["0123456789abcdef", "yes"] and row[2] in ("yes", "no")
     assert "True" not in table[1] and "False" not in table[1]
+
+
+def test_service_flags_on_create_and_mount(cfg: Config) -> None:
+    """--service needs --program (one error naming the jail, nothing created); --check mount predicts the start;
+    status shows it; --no-service takes it out of tenant.json again."""
+    out = jailctl(cfg, "create", "svc", "--uid", "10001", "--service")
+    assert out.returncode == 1 and out.stderr.startswith("jailctl: error: jail svc has service: true but no program to run")
+    assert not any(cfg.tenants_dir.iterdir())
+    ok(cfg, "create", "svc", "--uid", "10001", "--program", "/bin/sleep 1000", "--service")
+    assert json.loads((cfg.tenant_dir("svc") / "tenant.json").read_text())["service"] is True
+    assert "svc: would start the service of svc: /bin/sleep 1000" in ok(cfg, "mount", "svc", "--check")
+    assert "service: not running" in ok(cfg, "status", "svc")
+    assert json.loads(ok(cfg, "status", "svc", "--json"))["service_status"] == {"running": False}
+    assert "svc: wrote svc/tenant.json" in ok(cfg, "create", "svc", "--no-service")
+    assert "service" not in json.loads((cfg.tenant_dir("svc") / "tenant.json").read_text())
+    ok(cfg, "remove", "svc", "--purge")

@@ -197,3 +197,20 @@ def test_bulk_items_are_checked_by_ansibles_argument_spec(cfg: Config, tmp_path:
     assert not any(cfg.tenants_dir.iterdir())
     ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [{"name": "a", "uid": 10001, "limits": {"mem": 1048576}}], "state": "present"})
     assert ok and result["count"] == {"total": 1, "changed": 1}, result
+
+
+def test_the_service_option_single_and_in_items_and_jail_info_shows_it(cfg: Config, tmp_path: Path) -> None:
+    """`service` is an option of the single form and of `jails` items (issue 19); without a program it is one error
+    naming the jail; jail_info returns `service` and `service_status`."""
+    ok, result = adhoc(cfg, tmp_path, "jail", {"name": "s1", "uid": 10001, "service": True, "state": "present"})
+    assert not ok and result["msg"].startswith("jail s1 has service: true but no program to run"), result["msg"]
+    assert not any(cfg.tenants_dir.iterdir())
+    item = {"name": "s1", "uid": 10001, "program": "/bin/sleep 1000", "service": True}
+    ok, result = adhoc(cfg, tmp_path, "jail", {"jails": [item], "state": "present"})
+    assert ok and result["count"] == {"total": 1, "changed": 1}, result
+    ok, result = adhoc(cfg, tmp_path, "jail_info", {"name": "s1"})
+    assert ok, result
+    (fact,) = result["jails"]
+    assert fact["service"] is True and fact["service_status"] == {"running": False}
+    ok, result = adhoc(cfg, tmp_path, "jail", {"name": "s1", "service": False, "state": "present"})
+    assert ok and result["actions"] == ["write s1/tenant.json"] and "service" not in result["jail"]["spec"], result
