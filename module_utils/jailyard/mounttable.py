@@ -44,7 +44,7 @@ def use_listmount(mountinfo: bool | None = None) -> bool:
         return False
     if not _kernel_lists:
         try:
-            root_id, _ = kernel.mount_id("/")
+            root_id = kernel.mount_id("/")[0]
             kernel.listmount(root_id)
             kernel.statmount(root_id)
             _kernel_lists.append(True)
@@ -143,7 +143,7 @@ def jail_mounts(jails_dir: str, mountinfo: bool | None = None) -> dict[str, list
     if not use_listmount(mountinfo):
         return jails_with_mounts(read_mountinfo(), jails_dir)
     try:
-        mnt_id, _ = kernel.mount_id(jails_dir)
+        mnt_id = kernel.mount_id(jails_dir)[0]
     except JailError:
         if not posix.access(jails_dir, posix.F_OK, follow_symlinks=False):
             return {}
