@@ -60,17 +60,29 @@ static int open_run_subdir(const char *name)
     return fd;
 }
 
+/* A purge unlinks a tenant's lock file while holding it (docs/contracts.md,
+ * "Locks"): a launch that opened the file before and waited in flock would
+ * then hold a lock on a file nobody else can find, so after flock the name must
+ * still point at the locked inode, else the lock is taken again on the file
+ * now there (the same check as jailyard.lock.tenant_lock). */
 int lock_file(const char *lockname, int op)
 {
     int locks = open_run_subdir("locks");
-    int fd = openat(locks, lockname, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        die_with_error(EXIT_INTERNAL, "cannot open lock %s/locks/%s", cfg->run_dir, lockname);
-    close(locks);
-    while (flock(fd, op) < 0)
-        if (errno != EINTR)
-            die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
-    return fd;
+    for (;;) {
+        int fd = openat(locks, lockname, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+            die_with_error(EXIT_INTERNAL, "cannot open lock %s/locks/%s", cfg->run_dir, lockname);
+        while (flock(fd, op) < 0)
+            if (errno != EINTR)
+                die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
+        struct stat held, now;
+        if (fstat(fd, &held) == 0 && fstatat(locks, lockname, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+            held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+            close(locks);
+            return fd;
+        }
+        close(fd);
+    }
 }
 
 void touch_lastuse(const char *name)

@@ -239,6 +239,43 @@ def test_the_mount_step_keeps_the_lock_when_the_launcher_is_killed(node, tmp_pat
         converge(node.cfg, {"name": "gina", "state": "absent", "purge": True})
 
 
+def test_a_launch_waiting_on_a_lock_a_purge_unlinks_holds_the_lock_now_there(node, tmp_path: Path) -> None:
+    """A purge unlinks the tenant's lock file while holding it. jailrun, blocked in flock on that
+    file, woke up holding a lock on a deleted file: its mount step then ran while the modules and
+    expiry could take the tenant's (new) lock file as if nobody held it."""
+    import fcntl
+
+    from jailyard.lifecycle import converge
+    from jailyard.lock import tenant_lock
+
+    mark, go = tmp_path / "in-step", tmp_path / "go"
+    wait_for_go = f"open({str(mark)!r}, 'w').close()\nimport os\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)"
+    jailrun = jailrun_with_mount_helper(node, tmp_path, wait_for_go)
+    converge(node.cfg, {"name": "hana", "uid": 47109, "state": "present"})
+    lockfile = node.cfg.run_dir / "locks" / "hana.lock"
+    p = None
+    try:
+        holder = tenant_lock(node.cfg, "hana")
+        holder.__enter__()
+        try:
+            old = os.stat(lockfile).st_ino
+            p = subprocess.Popen([jailrun, "hana", "--", "/bin/true"], stderr=subprocess.PIPE, text=True)
+            # jailrun waits in flock on the old inode (/proc/locks lists waiters with "->").
+            assert wait_until(lambda: any(f":{old} " in ln and "->" in ln for ln in Path("/proc/locks").read_text().splitlines()), 30)
+            os.unlink(lockfile)  # what a purge does, holding the lock
+        finally:
+            holder.__exit__()
+        assert wait_until(mark.exists, 30), "the mount step did not start"
+        with open(lockfile, "a") as fh:  # the lock file the modules and expiry see now
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        go.touch()
+        if p is not None:
+            p.wait(timeout=60)
+        converge(node.cfg, {"name": "hana", "state": "absent", "purge": True})
+
+
 def test_a_plan_changed_during_the_mount_step_stops_the_launch(node, tmp_path: Path) -> None:
     # PID 1 is made from the plan read before the step; a step that changes the
     # tenant's ids, hostname, home, network or limits must not let it run with the old ones.
