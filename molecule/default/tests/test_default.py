@@ -125,3 +125,29 @@ def test_every_launch_and_refusal_is_in_the_audit_log(host):
     assert any("launch: " in line and "tenant=demo " in line and "program=/bin/echo " in line for line in new), new
     assert any("refused: " in line and f"tenant=nosuch-{marker} " in line for line in new), new
     assert host.file("/etc/logrotate.d/jailyard").exists
+
+
+def test_a_tenant_service_runs_under_its_systemd_unit_restarts_and_stops_at_unmount(host):
+    # service: true on a systemd node: jailyard@NAME.service runs the supervisor loop, which
+    # starts the program again after it is killed, and an unmount stops the unit first.
+    program = '/bin/sh -c "while sleep 1; do :; done"'
+    create = host.run(f"jailctl mount svc --uid 10009 --program '{program}' --service")
+    try:
+        assert create.rc == 0, create.stdout + create.stderr
+        assert host.run("systemctl is-active jailyard@svc.service").stdout.strip() == "active"
+        status = json.loads(host.run("jailctl --json status svc").stdout)
+        assert status["service"] is True and status["service_status"]["running"] is True, status
+        first = status["service_status"]["starts"]
+        killed = host.run("pkill -KILL -u 10009 -x sh")
+        assert killed.rc == 0, killed.stderr
+        restarted = host.run(
+            "for i in $(seq 1 60); do n=$(jailctl --json status svc | python3 -c "
+            '\'import json,sys; print(json.load(sys.stdin)["service_status"].get("starts", 0))\'); '
+            f'[ "$n" -gt {first} ] && exit 0; sleep 1; done; exit 1'
+        )
+        assert restarted.rc == 0, "the service did not start its program again within 60 s"
+        down = host.run("jailctl unmount svc")
+        assert down.rc == 0, down.stdout + down.stderr
+        assert host.run("systemctl is-active jailyard@svc.service").stdout.strip() != "active"
+    finally:
+        host.run("jailctl remove svc --purge --force")
