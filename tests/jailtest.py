@@ -16,6 +16,32 @@ from jailyard.config import Config  # noqa: E402
 TEST_IMAGE_ID = "0123456789abcdef"
 
 
+def ansible_env(**extra: str) -> dict[str, str]:
+    """The environment for running this checkout's modules with ansible or ansible-playbook on localhost."""
+    import os
+
+    return {
+        **os.environ,
+        "ANSIBLE_LIBRARY": str(REPO / "library"),
+        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        **extra,
+    }
+
+
+def wait_until(condition, seconds: float) -> bool:
+    """Poll condition every 10 ms for up to `seconds`; its last answer."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
 def remove_cgroups(name: str) -> bool:
     """Remove every cgroup a test or benchmark run made under <ctrl>/<name> (v1 and v2), deepest
     first; a just-emptied cgroup can refuse for a moment, so a few rounds. False if some stayed."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jailtest import REPO
+from jailtest import REPO, ansible_env
 from jailyard.conffile import DEFAULTS, KEYS, parse_values
 from jailyard.config import Config, load_config, parse_config
 from jailyard.errors import JailError
@@ -261,16 +261,7 @@ def test_modules_with_a_missing_config_fail_naming_it(tmp_path: Path) -> None:
     book = tmp_path / "site.yml"
     results = tmp_path / "results.json"
     book.write_text(MODULES_PLAYBOOK.format(conf=missing, results=results))
-    env = {
-        **os.environ,
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-        "ANSIBLE_STDOUT_CALLBACK": "default",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-    }
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK="default")
     out = subprocess.run([str(playbook), "-i", "localhost,", str(book)], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     for result in json.loads(results.read_text()):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jailtest import REPO, make_config
+from jailtest import ansible_env, make_config
 from jailyard.config import Config
 from jailyard.mountinfo import jails_with_mounts, read_mountinfo
 
@@ -39,16 +39,7 @@ PLAYBOOK = """
 def playbook(cfg: Config, tmp_path: Path, jails: list[dict], *extra: str) -> subprocess.CompletedProcess:
     book = tmp_path / "site.yml"
     book.write_text(PLAYBOOK.format(jails=json.dumps(jails), conf=cfg.path))
-    env = {
-        **os.environ,
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-        "ANSIBLE_STDOUT_CALLBACK": "default",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-    }
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK="default")
     cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(book), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
 
@@ -97,17 +88,7 @@ def adhoc(cfg: Config, tmp_path: Path, module: str, args: dict) -> tuple[bool, d
     ansible = Path(sys.executable).parent / "ansible"
     if not ansible.exists():
         pytest.skip("ansible is not installed next to this python")
-    env = {
-        **os.environ,
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "json",
-    }
+    env = ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
     cmd = [str(ansible), "localhost", "-c", "local", "-i", "localhost,", "-m", module, "-a", json.dumps({**args, "config": str(cfg.path)})]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
     result = json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]

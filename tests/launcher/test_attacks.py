@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from jailtest import wait_until
+
 STOPPED = 1
 
 
@@ -26,13 +28,6 @@ def session_pids(node, name: str) -> set[str]:
     """The pids in the tenant's cgroups of this test session (every controller, session cgroups included)."""
     files = Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/{name}/**/cgroup.procs")
     return {pid for f in files for pid in f.read_text().split()}
-
-
-def wait_until(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 def attack(node, *argv: str, tenant: str = "alice", opts: tuple[str, ...] = (), **kw):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from jailtest import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -313,13 +315,6 @@ def session_pids(node, name: str) -> set[str]:
     """The pids in the tenant's cgroups (every controller, session cgroups included)."""
     files = Path("/sys/fs/cgroup").glob(f"*/{node.cfg.cgroup_name}/{name}/**/cgroup.procs")
     return {pid for f in files for pid in f.read_text().split()}
-
-
-def wait_until(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 def mount_targets() -> set[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from jailtest import ansible_env
 from jailyard.lifecycle import converge
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,15 +132,7 @@ def test_jailctl_shell_without_a_terminal_is_one_error(node) -> None:
 def test_jail_info_lists_the_sessions(node, sleeper) -> None:
     import sys
 
-    env = {
-        **os.environ,
-        "ANSIBLE_LIBRARY": str(REPO / "library"),
-        "ANSIBLE_MODULE_UTILS": str(REPO / "module_utils"),
-        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_LOCALHOST_WARNING": "0",
-        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
-        "ANSIBLE_NOCOLOR": "1",
-    }
+    env = ansible_env()
     ansible = str(Path(sys.executable).parent / "ansible")
     args = f"name=carol config={node.cfg.path}"
     out = subprocess.run(
