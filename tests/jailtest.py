@@ -32,7 +32,7 @@ def ansible_env(**extra: str) -> dict[str, str]:
     }
 
 
-def wait_until(condition, seconds: float) -> bool:
+def wait_until(condition, seconds: float = 30) -> bool:
     """Poll condition every 10 ms for up to `seconds`; its last answer."""
     import time
 

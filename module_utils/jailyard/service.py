@@ -35,6 +35,7 @@ from typing import TextIO
 
 from .errors import JailError
 from .plan import is_valid_name
+from .sessions import process_starttime
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -79,16 +80,6 @@ def _state_path(cfg: Config, name: str) -> str:
     return f"{cfg.run_dir}/services/{name}"
 
 
-def _starttime(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = data[data.rindex(b")") + 2 :].split()
-    return None if rest[0] == b"Z" else rest[19].decode()
-
-
 def _write_state(cfg: Config, name: str, state: dict) -> None:
     path = _state_path(cfg, name)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
@@ -105,7 +96,7 @@ def status(cfg: Config, name: str) -> dict | None:
             state = json.load(fh)
     except (FileNotFoundError, ValueError):
         return None
-    if _starttime(int(state.get("pid", 0))) != state.get("starttime"):
+    if process_starttime(int(state.get("pid", 0))) != state.get("starttime"):
         return None
     return state
 
@@ -123,7 +114,7 @@ class _Loop:
         self.child: subprocess.Popen | None = None
         self.state = {
             "pid": os.getpid(),
-            "starttime": _starttime(os.getpid()),
+            "starttime": process_starttime(os.getpid()),
             "name": name,
             "program": argv,
             "failures": 0,
@@ -260,13 +251,13 @@ def stop(cfg: Config, name: str, timeout: float = 30.0) -> bool:
     except ProcessLookupError:
         return False
     try:
-        if _starttime(pid) != state["starttime"]:
+        if process_starttime(pid) != state["starttime"]:
             return False
         signal.pidfd_send_signal(fd, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _starttime(pid) == state["starttime"] and time.monotonic() < deadline:
+        while process_starttime(pid) == state["starttime"] and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _starttime(pid) == state["starttime"]:
+        if process_starttime(pid) == state["starttime"]:
             signal.pidfd_send_signal(fd, signal.SIGKILL)
     finally:
         os.close(fd)

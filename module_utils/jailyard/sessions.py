@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .config import Config
 
 
-def _starttime(pid: int) -> str | None:
+def process_starttime(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             data = fh.read()
@@ -39,7 +39,7 @@ def live_sessions(cfg: Config, name: str, prune: bool = True, ended: list[int] |
             with open(path) as fh:
                 # "<pid> <starttime>", then (since issue 19) "key value" lines: caller, pty, program.
                 pid_s, start = fh.readline().split()
-            alive = entry == pid_s and _starttime(int(pid_s)) == start
+            alive = entry == pid_s and process_starttime(int(pid_s)) == start
         except (OSError, ValueError):
             alive = False
         if alive:
@@ -67,7 +67,7 @@ def record_session(cfg: Config, name: str, pid: int) -> None:
     """Write a session record the way the launcher does (used by tests and tools)."""
     sdir = cfg.sessions_dir(name)
     sdir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    (sdir / str(pid)).write_text(f"{pid} {_starttime(pid)}\n")
+    (sdir / str(pid)).write_text(f"{pid} {process_starttime(pid)}\n")
 
 
 def touch_lastuse(cfg: Config, name: str, at_ns: int | None = None) -> None:

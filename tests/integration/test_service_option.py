@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from jailtest import REPO, make_config, remove_cgroups
+from jailtest import REPO, make_config, remove_cgroups, wait_until
 from jailyard import service
 from jailyard.config import Config
 from jailyard.control import list_sessions
@@ -23,6 +22,7 @@ from jailyard.expiry import expire_pass
 from jailyard.kernel import umount
 from jailyard.lifecycle import converge, jail_facts
 from jailyard.mountinfo import read_mountinfo
+from jailyard.sessions import process_starttime
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None, reason="needs root and gcc")
 
@@ -56,15 +56,8 @@ def loop_env(jr: tuple[Config, str, Path], monkeypatch: pytest.MonkeyPatch):
     return cfg, log_dir
 
 
-def wait_until(condition, seconds: float = 30.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return bool(condition())
-
-
 def alive(pid: int, starttime: str) -> bool:
-    return service._starttime(pid) == starttime
+    return process_starttime(pid) == starttime
 
 
 def test_service_true_runs_the_program_converges_idempotently_stops_on_false_and_purge_leaves_nothing(loop_env) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jailtest import ansible_env
+from jailtest import ansible_env, wait_until
 from jailyard.lifecycle import converge
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,13 +30,6 @@ def jailctl(node, *args: str, **kw) -> subprocess.CompletedProcess:
         timeout=60,
         **kw,
     )
-
-
-def wait_until(condition, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return bool(condition())
 
 
 @pytest.fixture

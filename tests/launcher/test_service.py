@@ -14,17 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from jailtest import wait_until
 from jailyard.control import kill_sessions, list_sessions
 from jailyard.service import UNIT, service_running, status, stop
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return bool(condition())
 
 
 @pytest.fixture

@@ -17,15 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from jailtest import wait_until
 from jailyard.control import kill_sessions, list_sessions, parse_signal  # module_utils: on the path by conftest
 from jailyard.errors import JailError
-
-
-def wait_until(condition, seconds: float = 30) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return bool(condition())
 
 
 def cgroup_pids(node, tenant: str) -> set[int]:
