@@ -49,7 +49,7 @@ class Strays:
     def has_staging(self, cfg: Config, name: str) -> bool:
         if self.scanned:
             return name in self.staging
-        return os.path.lexists(cfg.tenants_dir / f"{STAGING_PREFIX}{name}")
+        return os.path.lexists(f"{cfg.tenants_dir}/{STAGING_PREFIX}{name}")
 
     def _scan_tenants(self, cfg: Config) -> None:
         try:
@@ -88,7 +88,7 @@ def kept_uid(cfg: Config, name: str, spec_uid: int | None) -> int | None:
     if spec_uid is not None:
         return spec_uid
     try:
-        return os.stat(cfg.tenant_dir(name) / "home" / name, follow_symlinks=False).st_uid
+        return os.stat(f"{cfg.tenants_dir}/{name}/home/{name}", follow_symlinks=False).st_uid
     except (FileNotFoundError, NotADirectoryError):
         return None
 

@@ -102,13 +102,16 @@ def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check:
     switch it to the newest, else None.
     """
     name = obs.name
-    tdir = cfg.tenant_dir(name)
+    tdir = f"{cfg.tenants_dir}/{name}"  # str, not Path: pathlib was a tenth of a re-converge (issue 21)
     obs.tenant_dir = os.path.lexists(tdir)
     if obs.tenant_dir:
-        for rel in (*TENANT_DIRS, f"home/{name}", *TENANT_FILES):
-            obs.entries[rel] = _entry(tdir / rel, read=rel in TENANT_FILES)
-    root = cfg.jail_root(name)
-    obs.root_dir = root.is_dir() and not root.is_symlink()
+        for rel in TENANT_DIRS:
+            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=False)
+        obs.entries[f"home/{name}"] = _entry(f"{tdir}/home/{name}", read=False)
+        for rel in TENANT_FILES:
+            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=True)
+    root = _entry(f"{cfg.jails_dir}/{name}", read=False)
+    obs.root_dir = root is not None and root.kind == "dir"
     obs.home_owner = leftovers.kept_uid(cfg, name, None)
     obs.sessions = live_sessions(cfg, name, prune=not check)
     obs.service = service_status(cfg, name)

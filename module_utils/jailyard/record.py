@@ -16,6 +16,10 @@ class Record:
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         names = self._fields
+        if not kwargs and len(args) == len(names):  # the common case, taken without a dict
+            for name, value in zip(names, args, strict=True):
+                object.__setattr__(self, name, value)
+            return
         if len(args) > len(names):
             raise TypeError(f"{type(self).__name__} takes {len(names)} fields, got {len(args)}")
         values = dict(zip(names, args, strict=False))

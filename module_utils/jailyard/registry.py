@@ -36,9 +36,10 @@ def load_spec(cfg: Config, name: str) -> TenantSpec | None:
 
 
 def load_plan(cfg: Config, name: str) -> MountPlan | None:
-    path = cfg.tenant_dir(name) / "plan"
+    path = f"{cfg.tenants_dir}/{name}/plan"
     try:
-        return parse_plan(path.read_text(), str(path))
+        with open(path) as fh:
+            return parse_plan(fh.read(), path)
     except FileNotFoundError:
         return None
 
@@ -46,13 +47,15 @@ def load_plan(cfg: Config, name: str) -> MountPlan | None:
 def uid_owner(cfg: Config, uid: int) -> str | None:
     """The tenant holding uid (reservations are symlinks .uids/<uid> -> name, made atomically)."""
     try:
-        return os.readlink(cfg.uid_index() / str(uid))
+        return os.readlink(f"{cfg.uid_index()}/{uid}")
     except FileNotFoundError:
         return None
 
 
 def reserve_uid(cfg: Config, uid: int, name: str) -> bool:
     """Reserve uid for name; True if this call made the reservation, False if name held it already."""
+    if uid_owner(cfg, uid) == name:  # held already (every converge of an existing jail asks)
+        return False
     index = cfg.uid_index()
     index.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:

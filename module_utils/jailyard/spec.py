@@ -7,6 +7,7 @@ import dataclasses
 import json
 import re
 import shlex
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ class TenantSpec:
         """The mounts of the jail, in order. The launcher never computes these itself."""
         tdir = f"{cfg.tenants_dir}/{self.name}"
         for path in (image_root, tdir, cfg.jails_dir):
-            if any(c.isspace() for c in str(path)):
+            if "".join(str(path).split()) != str(path):  # any whitespace str.isspace() knows
                 raise JailError(f"path {str(path)!r} contains whitespace, which the plan format cannot carry")
         tenant_rw = ("nosuid", "nodev")
         mounts: list[MountEntry] = []
@@ -165,13 +166,15 @@ class TenantSpec:
         return f"root:x:0:\nnogroup:x:65534:\n{self.name}:x:{self.gid}:\n"
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        # A plain copy, not dataclasses.asdict: that deep-copies every int and was a quarter of
+        # re-converging 10,000 mounted jails (issue 21).
+        data = {key: plain_copy(getattr(self, key)) for key in SPEC_FIELDS}
         if not self.service:
             del data["service"]  # tenant.json of a jail without a service stays byte-identical
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return json_text(self.to_dict()) + "\n"
 
     @classmethod
     def from_json(cls, text: str, origin: str) -> TenantSpec:
@@ -184,6 +187,66 @@ class TenantSpec:
             return cls(**data)
         except (ValueError, TypeError) as exc:
             raise JailError(f"{origin}: malformed tenant spec: {exc}") from exc
+
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TenantSpec))
+
+
+def plain_copy(value: Any) -> Any:
+    """A copy of JSON-like data (dicts and lists copied, all else shared: it is immutable)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: plain_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [plain_copy(item) for item in value]
+    if kind is tuple:
+        return tuple(plain_copy(item) for item in value)
+    if isinstance(value, (dict, list, tuple)):
+        raise TypeError(f"cannot copy {kind.__name__} in a tenant spec")
+    return value
+
+
+class NotPlain(Exception):
+    """A value json_text leaves to the json module."""
+
+
+def json_text(value: Any) -> str:
+    """Exactly json.dumps(value, indent=2, sort_keys=True), several times faster for specs.
+
+    With an indent the json module encodes in pure Python, one generator per value,
+    which cost 0.15 ms per tenant.json written or compared (issue 21). Anything but
+    str keys, str, int, bool, None, lists and dicts goes to json.dumps as a whole.
+    """
+    try:
+        return _json_value(value, "")
+    except NotPlain:
+        return json.dumps(value, indent=2, sort_keys=True)
+
+
+def _json_value(value: Any, indent: str) -> str:
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    inner = indent + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        if not all(type(key) is str for key in value):
+            raise NotPlain
+        items = [f"{inner}{encode_basestring_ascii(key)}: {_json_value(value[key], inner)}" for key in sorted(value)]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join(inner + _json_value(item, inner) for item in value) + "\n" + indent + "]"
+    raise NotPlain
 
 
 def _int(what: str, value: object) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from jailyard.conffile import DEFAULTS, parse_values
 from jailyard.config import Config, parse_config
 from jailyard.errors import JailError
 from jailyard.plan import NAME_PATTERN, MountEntry, is_valid_name, parse_plan
-from jailyard.spec import TenantSpec, check_name
+from jailyard.spec import TenantSpec, check_name, json_text
 
 CFG = Config()
 
@@ -156,3 +158,33 @@ def test_plan_imports_nothing_of_spec() -> None:
     tree = ast.parse(Path(jailyard.plan.__file__).read_text())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "spec" not in imported and "lifecycle" not in imported, imported
+
+
+# ---------------------------------------------------------------- tenant.json text (issue 21)
+
+JSON_CASES = [
+    {},
+    {"a": []},
+    {"b": {}, "a": 1},
+    {"name": "lab1", "uid": 10010, "limits": {"mem": 1 << 30, "cpu": 60}, "packages": ["python3", "gcc"], "net": False},
+    {"program": None, "hostname": 'h\u00e9\u2603\n\t"\\', "flag": True, "nested": {"deep": [{"x": [1, [2, []]]}]}},
+    {"tuple": (1, "two"), "big": -(2**70), "zero": 0},
+    {"float": 1.5},  # left to the json module
+    {1: "int key"},  # left to the json module
+]
+
+
+@pytest.mark.parametrize("value", JSON_CASES, ids=range(len(JSON_CASES)))
+def test_json_text_is_byte_identical_to_json_dumps_with_indent_and_sorted_keys(value):
+    """tenant.json is compared as text on every converge: a different rendering would rewrite every tenant."""
+    assert json_text(value) == json.dumps(value, indent=2, sort_keys=True)
+
+
+def test_spec_to_dict_is_a_copy_and_equals_dataclasses_asdict():
+    spec = TenantSpec(name="lab1", uid=10010, gid=10010, limits={"mem": 5}, packages=["gcc"], service=True, program="/bin/x")
+    data = spec.to_dict()
+    assert data == dataclasses.asdict(spec)
+    data["limits"]["mem"] = 6
+    data["packages"].append("make")
+    assert spec.limits == {"mem": 5} and spec.packages == ["gcc"]
+    assert "service" not in TenantSpec(name="lab1", uid=10010, gid=10010).to_dict()
