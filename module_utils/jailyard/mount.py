@@ -79,18 +79,59 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
     with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
         _ensure_root_dir(jails_fd, plan.name)
     done: list[str] = []
+    fds = _Fds(cfg, plan)
     try:
         for entry, present in state:
             if present:
                 continue
-            _mount_entry(cfg, plan, entry)
+            _mount_entry(cfg, plan, entry, fds)
             done.append(entry.target)
+            if entry.target == "/":
+                fds.close_root()  # the root fd named the directory under the new mount
     except BaseException:
         # All or nothing: never leave a jail half-mounted by this call.
         for target in reversed(done):
             kernel.umount(host_target(plan.root, target), detach=True)
         raise
+    finally:
+        fds.close()
     return done
+
+
+class _Fds:
+    """The jail root and the tenants directory, each opened once per jail (not once per mount)."""
+
+    def __init__(self, cfg: Config, plan: MountPlan) -> None:
+        self.cfg, self.plan = cfg, plan
+        self.root_fd = self.tenants_fd = -1
+
+    def root(self) -> int:
+        if self.root_fd < 0:
+            self.root_fd = open_trusted(self.plan.root, self.cfg.jails_dir)
+        return self.root_fd
+
+    def tenants(self) -> int:
+        if self.tenants_fd < 0:
+            self.tenants_fd = open_trusted(self.cfg.tenants_dir, self.cfg.tenants_dir)
+        return self.tenants_fd
+
+    def below_tenants(self, path: str, directory: bool = True) -> int:
+        """Open path (below the tenants dir) from the one tenants fd, following no symlink."""
+        top = posix.fspath(self.cfg.tenants_dir).rstrip("/")
+        if not path.startswith(top + "/"):
+            raise JailError(f"refusing {path}: it is not below {top}")
+        return open_beneath(self.tenants(), path[len(top) :], directory=directory, what=path)
+
+    def close_root(self) -> None:
+        if self.root_fd >= 0:
+            posix.close(self.root_fd)
+            self.root_fd = -1
+
+    def close(self) -> None:
+        self.close_root()
+        if self.tenants_fd >= 0:
+            posix.close(self.tenants_fd)
+            self.tenants_fd = -1
 
 
 def _ensure_root_dir(jails_fd: int, name: str) -> None:
@@ -103,26 +144,29 @@ def _ensure_root_dir(jails_fd: int, name: str) -> None:
         raise JailError(f"jail root {name!r} is not a directory")
 
 
-def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry) -> None:
+def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, fds: _Fds) -> None:
     attrs = _attrs(entry.options)
     tenant_dir = f"{cfg.tenants_dir}/{plan.name}"
     if entry.target == "/":
-        target_fd = open_trusted(plan.root, cfg.jails_dir)
+        target_fd = posix.dup(fds.root())
     else:
         # Below the jail root everything may be tenant-controlled (overlay upper).
         is_dir = entry.fstype == "overlay" or not entry.source.startswith(f"{tenant_dir}/etc/")
-        with opened(open_trusted(plan.root, cfg.jails_dir)) as root_fd:
-            target_fd = open_beneath(root_fd, entry.target, directory=is_dir, what=f"{plan.name}:{entry.target}")
+        target_fd = open_beneath(fds.root(), entry.target, directory=is_dir, what=f"{plan.name}:{entry.target}")
     with opened(target_fd):
         if entry.fstype == "bind":
-            trusted = cfg.images_dir if entry.target == "/" else cfg.tenants_dir
             is_dir = not entry.source.startswith(f"{tenant_dir}/etc/")
-            with opened(open_trusted(entry.source, trusted, directory=is_dir)) as src_fd:
+            if entry.target == "/":
+                src_fd = open_trusted(entry.source, cfg.images_dir, directory=is_dir)
+            else:
+                src_fd = fds.below_tenants(entry.source, directory=is_dir)
+            with opened(src_fd):
                 mfd = kernel.open_tree_clone(src_fd)
         elif entry.fstype == "overlay":
             lower, upper, work = entry.source.split(":")
-            for path, trusted in ((lower, cfg.images_dir), (upper, cfg.tenants_dir), (work, cfg.tenants_dir)):
-                posix.close(open_trusted(path, trusted))
+            posix.close(open_trusted(lower, cfg.images_dir))
+            for path in (upper, work):
+                posix.close(fds.below_tenants(path))
             mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
         else:
             raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")
