@@ -364,7 +364,7 @@ int main(int argc, char **argv)
     if (l.pty)
         pty_prepare();
     struct running r = start_jail(&l, &t, mntns_fd, ipc_fd);
-    if (t.step > 0) {
+    if (t.step >= 0) {   /* cold: the step (its pid) or the mount service (0) mounts */
         hand_over_tree(&l, &t, r.init);
         clock_gettime(CLOCK_MONOTONIC, &r.start);   /* --timeout counts from here, not from before the mount */
     }

@@ -4,6 +4,7 @@
 
 #include "audit.h"
 #include "files.h"
+#include "mountsvc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +39,7 @@ int open_if_mounted(const struct jr_plan *plan)
     return rfd;
 }
 
-pid_t start_mount_step(const struct launch *l, int lock)
+static pid_t spawn_mount_step(const struct launch *l, int lock)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -59,7 +60,24 @@ pid_t start_mount_step(const struct launch *l, int lock)
     return pid;
 }
 
-void finish_mount_step(pid_t pid, const char *name)
+/* A request to the mount service in flight (start_mount_step returned 0), and
+ * what the step needs if the launch must run it after all. */
+static int service_sock = -1;
+static const struct launch *service_launch;
+static int service_lock = -1;
+
+pid_t start_mount_step(const struct launch *l, int lock)
+{
+    service_sock = mount_service_ask(l, lock);
+    if (service_sock >= 0) {
+        service_launch = l;
+        service_lock = lock;
+        return 0;
+    }
+    return spawn_mount_step(l, lock);
+}
+
+static void wait_mount_step(pid_t pid, const char *name)
 {
     int st;
     while (waitpid(pid, &st, 0) < 0)
@@ -68,6 +86,20 @@ void finish_mount_step(pid_t pid, const char *name)
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         die(EXIT_MOUNT, "the mount step for '%s' failed (%s %d)", name, WIFEXITED(st) ? "exit status" : "signal",
             WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+}
+
+void finish_mount_step(pid_t pid, const char *name)
+{
+    if (pid == 0) {
+        int sock = service_sock;
+        service_sock = -1;
+        if (mount_service_answer(sock, name) == 0)
+            return;
+        /* Failed or gone: it no longer acts, so the step runs as without a service
+         * (and prints why the jail cannot be mounted, if it cannot). */
+        pid = spawn_mount_step(service_launch, service_lock);
+    }
+    wait_mount_step(pid, name);
 }
 
 int clone_tree(int rootfd)
@@ -94,10 +126,9 @@ union fd_cmsg {
     char buf[CMSG_SPACE(sizeof(int))];
 };
 
-int send_fd(int sock, int fd)
+int send_with_fd(int sock, int fd, const void *data, size_t len)
 {
-    char byte = 0;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
     union fd_cmsg u;
     memset(&u, 0, sizeof u);
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
@@ -106,7 +137,16 @@ int send_fd(int sock, int fd)
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -1;
+    ssize_t n;
+    while ((n = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+int send_fd(int sock, int fd)
+{
+    char byte = 0;
+    return send_with_fd(sock, fd, &byte, 1);
 }
 
 int receive_fd(int sock)

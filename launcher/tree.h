@@ -6,14 +6,16 @@
 
 #include "jailrun.h"
 
+#include <stddef.h>
 #include <sys/types.h>
 
 /* An O_PATH fd on the jail root when every mount of the plan is in place, else -1. */
 int open_if_mounted(const struct jr_plan *plan);
-/* Start the mount step; it inherits `lock` (held exclusively), so the lock
- * lasts as long as the step runs even if this process dies first. */
+/* Start the mount step: ask the mount service (mountsvc.h), returning 0, or
+ * run the step (its pid). Either inherits `lock` (held exclusively), so the
+ * lock lasts as long as the mount runs even if this process dies first. */
 pid_t start_mount_step(const struct launch *l, int lock);
-/* Wait for it; 124 unless it exited 0. */
+/* Wait for it (a failed service request runs the step now); 124 unless it mounted. */
 void finish_mount_step(pid_t pid, const char *name);
 /* A detached, recursive, nosuid+nodev copy of the tree (rootfd is consumed). */
 int clone_tree(int rootfd);
@@ -22,6 +24,8 @@ int clone_tree(int rootfd);
 int same_session(const struct jr_plan *a, const struct jr_plan *b);
 /* The tree over a socketpair (SCM_RIGHTS); send returns -1 if PID 1 is gone. */
 int send_fd(int sock, int fd);
+/* One packet of len bytes with fd attached; 0 when all of it went. */
+int send_with_fd(int sock, int fd, const void *data, size_t len);
 int receive_fd(int sock);
 
 #endif

@@ -351,6 +351,22 @@ def start_service(script: Path, config: str, sock: Path, fork: bool) -> subproce
     return p
 
 
+BUILT = "the mount service as built: jailrun asks jailyard-mount --serve over <run_dir>/mount.sock"
+
+
+def start_real_service(cfg: Any, sock: Path) -> subprocess.Popen:
+    sock.unlink(missing_ok=True)
+    script = Path(__file__).resolve().parents[2] / "bin" / "jailyard-mount"
+    argv = ["/usr/bin/python3", "-I", "-S", str(script), "--serve", "--config", str(cfg.path), "--socket", str(sock)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert p.stdout is not None
+    if not p.stdout.readline().startswith("jailyard-mount: serving on"):
+        p.kill()
+        p.wait()
+        raise RuntimeError("the mount service did not start")
+    return p
+
+
 def cold_candidates(cfg: Any, converge: Any, build: Path, jailrun: str, name: str, n: int, jails: int) -> tuple[list[dict], dict]:
     """Each candidate after the same unmount, in rounds (one sample of each per round), and a warm
     launch of the same jail in the same rounds as the peer."""
@@ -362,11 +378,16 @@ def cold_candidates(cfg: Any, converge: Any, build: Path, jailrun: str, name: st
         svc_sock, zyg_sock = cfg.run_dir / "svc.sock", cfg.run_dir / "zyg.sock"
         services.append(start_service(HERE / "mountsvc.py", str(cfg.path), svc_sock, fork=False))
         services.append(start_service(HERE / "mountsvc.py", str(cfg.path), zyg_sock, fork=True))
+        # The built service (bin/jailyard_mountd.py): bound aside, and moved to <run_dir>/mount.sock
+        # only for its own samples, since jailrun asks whatever listens there.
+        real_sock, asked_sock = cfg.run_dir / "real.sock", cfg.run_dir / "mount.sock"
+        services.append(start_real_service(cfg, real_sock))
         converge(cfg, {"name": name, "state": "mounted"})
         cm = cmount_args(cfg, name)
         candidates = {
             "today: jailrun starts python3 -I -S jailyard-mount": ["-", name, *launch],
             "mount service: a running Python mounts it, asked over a unix socket": [str(svc_sock), name, *launch],
+            BUILT: ["-", name, *launch],
             "zygote: a fork of a running Python mounts it": [str(zyg_sock), name, *launch],
             "C mount step: a spawned C program makes the plan's mount(2) calls": ["-", name, str(build / "cmount"), *cm, "::", *launch],
         }
@@ -376,7 +397,13 @@ def cold_candidates(cfg: Any, converge: Any, build: Path, jailrun: str, name: st
             keys = keys[i % len(keys) :] + keys[: i % len(keys)]
             for key in keys:
                 converge(cfg, {"name": name, "state": "unmounted"})
-                r = subprocess.run([chain, *candidates[key]], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+                if key == BUILT:
+                    real_sock.rename(asked_sock)
+                try:
+                    r = subprocess.run([chain, *candidates[key]], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+                finally:
+                    if key == BUILT:
+                        asked_sock.rename(real_sock)
                 if r.returncode != 0:
                     bk.log(f"launch: cold candidate {key!r} failed: {r.stderr.strip()[-300:]}")
                     continue

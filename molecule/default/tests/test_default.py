@@ -69,6 +69,18 @@ def test_launcher_mounts_an_unmounted_jail_on_demand(host):
     assert json.loads(run.stdout.split("\n", 1)[1])["mounted"] is True
 
 
+def test_a_cold_launch_is_served_by_the_socket_activated_mount_service(host):
+    # jailyard-mount.socket listens; the first cold launch starts jailyard-mount.service, which mounts.
+    assert host.run("systemctl is-active jailyard-mount.socket").stdout.strip() == "active"
+    host.run("systemctl stop jailyard-mount.service")
+    run = host.run(f"jailctl unmount demo >/dev/null && {JAILRUN} demo -- /bin/true")
+    assert run.rc == 0, ran(run)
+    assert host.run("systemctl is-active jailyard-mount.service").stdout.strip() == "active"
+    if host.run("systemctl is-active systemd-journald").stdout.strip() == "active":
+        log = host.run("journalctl -u jailyard-mount.service --no-pager -o cat")
+        assert "jailyard-mount: mount demo:" in log.stdout, log.stdout
+
+
 def test_rcu_grace_periods_are_expedited(host):
     # jail_launcher_rcu_expedited: a launch on an idle host must not wait ~20 ms in its cgroup join.
     assert host.file("/sys/kernel/rcu_expedited").content_string.strip() == "1"
