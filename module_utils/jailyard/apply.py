@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry, service
+from . import leftovers, network, registry, service
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -174,6 +174,14 @@ def _remove_record(run: _Run, step: Step) -> None:
     leftovers.remove_run_record(Path(step.path))
 
 
+def _net_up(run: _Run, step: Step) -> None:
+    network.set_up(run.cfg, run.name, step.net["net"], step.net["limits"])
+
+
+def _net_down(run: _Run, step: Step) -> None:
+    network.tear_down(run.cfg, run.name, release_static=bool(step.net))
+
+
 def _drop_lock(run: _Run, step: Step) -> None:
     run.lock.unlink_locked()
 
@@ -199,4 +207,6 @@ APPLY = {
     "remove-root": _remove_root,
     "remove-record": _remove_record,
     "drop-lock": _drop_lock,
+    "net-up": _net_up,  # issue 17
+    "net-down": _net_down,
 }
