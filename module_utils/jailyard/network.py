@@ -19,8 +19,8 @@ setns()es PID 1 into it):
   <run_dir>/net/leases/ADDR -> NAME made with one symlink(2) (atomic, like the
   uid reservations) under the tenant's lock; a static address stays reserved
   from its first mount until the jail is removed;
-- its policy in the one nftables table `inet jailyard` (base chains made once,
-  per bridge): a chain `t_NAME` (its egress allow-list) reached through the
+- its policy in the node's one nftables table `inet jailyard_BRIDGE` (base
+  chains made once): a chain `t_NAME` (its egress allow-list) reached through the
   verdict map `tenants4`/`tenants6` by source address, published ports through
   the verdict map `published`; the host's own addresses (input hook) and other
   tenants (the pool) are refused to every tenant, except the resolvers
@@ -51,7 +51,6 @@ from .errors import JailError
 MODES = ("none", "host", "private")
 NET_LIMIT_KEYS = ("net_rate",)  # in the spec's limits; never a plan line (launcher/parse.c reads those by position)
 PRIVATE_KEYS = ("mode", "address", "address6", "egress", "publish")
-TABLE = "jailyard"
 PROTOS = ("tcp", "udp")
 _TOOL_TIMEOUT = 30
 
@@ -182,6 +181,11 @@ class NetConf:
     dns: tuple[str, ...]
     egress: str  # nat | route
     host_allowed: bool
+
+    @property
+    def table(self) -> str:
+        """The node's one nftables table (inet family), named after its bridge: a test's own bridge gets its own."""
+        return f"jailyard_{self.bridge}"
 
     def fingerprint(self) -> str:
         return f"{self.bridge} {self.pool4} {self.pool6} {','.join(self.dns)} {self.egress}"
@@ -340,9 +344,9 @@ def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)) 
     return out.stdout
 
 
-def _nft_table() -> dict[str, Any] | None:
-    """The table inet jailyard as `nft -j` lists it: {chains: set, maps: {name: [(key, chain)]}, rules}; None if absent."""
-    out = subprocess.run(["nft", "-j", "list", "table", "inet", TABLE], capture_output=True, text=True, timeout=_TOOL_TIMEOUT, check=False)
+def _nft_table(table: str) -> dict[str, Any] | None:
+    """The table inet jailyard_BRIDGE as `nft -j` lists it: {chains: set, maps: {name: [(key, chain)]}, rules}; None if absent."""
+    out = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True, timeout=_TOOL_TIMEOUT, check=False)
     if out.returncode != 0:
         return None
     table: dict[str, Any] = {"chains": set(), "maps": {}, "rules": 0}
@@ -370,57 +374,57 @@ def _nft_key(key: Any) -> str:
 
 def _base_ruleset(conf: NetConf) -> str:
     """The table's base chains (made once per node; the role makes them too)."""
-    br = conf.bridge
+    br, table = conf.bridge, conf.table
     dns4 = [a for a in conf.dns if ":" not in a]
     dns6 = [a for a in conf.dns if ":" in a]
     lines = [
-        f"add table inet {TABLE}",
-        f"add map inet {TABLE} tenants4 {{ type ipv4_addr : verdict; }}",
-        f"add map inet {TABLE} tenants6 {{ type ipv6_addr : verdict; }}",
-        f"add map inet {TABLE} published {{ type inet_proto . inet_service : verdict; }}",
-        f"add chain inet {TABLE} to_host",
-        f"add chain inet {TABLE} from_tenants",
-        f"add chain inet {TABLE} to_tenants",
-        f"add chain inet {TABLE} input {{ type filter hook input priority filter; policy accept; }}",
-        f"add chain inet {TABLE} forward {{ type filter hook forward priority filter; policy accept; }}",
-        f"add chain inet {TABLE} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
-        f"add chain inet {TABLE} output {{ type nat hook output priority dstnat; policy accept; }}",
-        f"add chain inet {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
-        f'add rule inet {TABLE} input iifname "{br}" jump to_host',
-        f'add rule inet {TABLE} forward iifname "{br}" jump from_tenants',
-        f'add rule inet {TABLE} forward oifname "{br}" jump to_tenants',
+        f"add table inet {table}",
+        f"add map inet {table} tenants4 {{ type ipv4_addr : verdict; }}",
+        f"add map inet {table} tenants6 {{ type ipv6_addr : verdict; }}",
+        f"add map inet {table} published {{ type inet_proto . inet_service : verdict; }}",
+        f"add chain inet {table} to_host",
+        f"add chain inet {table} from_tenants",
+        f"add chain inet {table} to_tenants",
+        f"add chain inet {table} input {{ type filter hook input priority filter; policy accept; }}",
+        f"add chain inet {table} forward {{ type filter hook forward priority filter; policy accept; }}",
+        f"add chain inet {table} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
+        f"add chain inet {table} output {{ type nat hook output priority -100; policy accept; }}",
+        f"add chain inet {table} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
+        f'add rule inet {table} input iifname "{br}" jump to_host',
+        f'add rule inet {table} forward iifname "{br}" jump from_tenants',
+        f'add rule inet {table} forward oifname "{br}" jump to_tenants',
         # The host's own addresses (every one reaches the input hook): replies and the resolvers only.
-        f"add rule inet {TABLE} to_host ct state established,related accept",
-        f"add rule inet {TABLE} to_host icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept",
+        f"add rule inet {table} to_host ct state established,related accept",
+        f"add rule inet {table} to_host icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept",
     ]
     for fam, addrs in (("ip", dns4), ("ip6", dns6)):
         for addr in addrs:
             for proto in PROTOS:
-                lines.append(f"add rule inet {TABLE} to_host {fam} daddr {addr} {proto} dport 53 accept")
-                lines.append(f"add rule inet {TABLE} from_tenants {fam} daddr {addr} {proto} dport 53 accept")
+                lines.append(f"add rule inet {table} to_host {fam} daddr {addr} {proto} dport 53 accept")
+                lines.append(f"add rule inet {table} from_tenants {fam} daddr {addr} {proto} dport 53 accept")
     lines += [
-        f"add rule inet {TABLE} to_host drop",
+        f"add rule inet {table} to_host drop",
         # Routed traffic of tenants: replies, never another tenant, then each tenant's own allow-list.
-        f"add rule inet {TABLE} from_tenants ct state established,related accept",
-        f"add rule inet {TABLE} from_tenants ip daddr {conf.pool4} drop",
+        f"add rule inet {table} from_tenants ct state established,related accept",
+        f"add rule inet {table} from_tenants ip daddr {conf.pool4} drop",
     ]
     if conf.pool6 is not None:
-        lines.append(f"add rule inet {TABLE} from_tenants ip6 daddr {conf.pool6} drop")
+        lines.append(f"add rule inet {table} from_tenants ip6 daddr {conf.pool6} drop")
     lines += [
-        f"add rule inet {TABLE} from_tenants ip saddr vmap @tenants4",
-        f"add rule inet {TABLE} from_tenants ip6 saddr vmap @tenants6",
-        f"add rule inet {TABLE} from_tenants drop",
+        f"add rule inet {table} from_tenants ip saddr vmap @tenants4",
+        f"add rule inet {table} from_tenants ip6 saddr vmap @tenants6",
+        f"add rule inet {table} from_tenants drop",
         # Nothing the tenants did not ask for reaches them, but published ports.
-        f"add rule inet {TABLE} to_tenants ct state established,related accept",
-        f"add rule inet {TABLE} to_tenants ct status dnat accept",
-        f"add rule inet {TABLE} to_tenants drop",
-        f'add rule inet {TABLE} prerouting iifname != "{br}" fib daddr type local meta l4proto . th dport vmap @published',
-        f"add rule inet {TABLE} output fib daddr type local meta l4proto . th dport vmap @published",
+        f"add rule inet {table} to_tenants ct state established,related accept",
+        f"add rule inet {table} to_tenants ct status dnat accept",
+        f"add rule inet {table} to_tenants drop",
+        f'add rule inet {table} prerouting iifname != "{br}" fib daddr type local meta l4proto . th dport vmap @published',
+        f"add rule inet {table} output fib daddr type local meta l4proto . th dport vmap @published",
     ]
     if conf.egress == "nat":
-        lines.append(f'add rule inet {TABLE} postrouting ip saddr {conf.pool4} oifname != "{br}" masquerade')
+        lines.append(f'add rule inet {table} postrouting ip saddr {conf.pool4} oifname != "{br}" masquerade')
         if conf.pool6 is not None:
-            lines.append(f'add rule inet {TABLE} postrouting ip6 saddr {conf.pool6} oifname != "{br}" masquerade')
+            lines.append(f'add rule inet {table} postrouting ip6 saddr {conf.pool6} oifname != "{br}" masquerade')
     return "\n".join(lines) + "\n"
 
 
@@ -451,9 +455,9 @@ def ensure_base(cfg: Any) -> list[str]:
                 with open(f"/proc/sys/{key}", "w") as out:
                     out.write("1\n")
                 done.append(f"set {key.replace('/', '.')} = 1")
-    if _nft_table() is None:
+    if _nft_table(conf.table) is None:
         _run(["nft", "-f", "-"], stdin=_base_ruleset(conf))
-        done.append(f"add nftables table inet {TABLE}")
+        done.append(f"add nftables table inet {conf.table}")
     return done
 
 
@@ -580,29 +584,36 @@ def _set_up(cfg: Any, conf: NetConf, name: str, net: dict[str, Any], limits: dic
     elif old.get("rate"):
         _run(["tc", "qdisc", "del", "dev", veth, "root"], ok=(0, 2))
         _run(["nsenter", f"--net={path}", "tc", "qdisc", "del", "dev", "eth0", "root"], ok=(0, 2))
-    _nft_tenant(name, net, addr4, addr6, add=True)
-    record = {**wanted_record(cfg, net, limits), "address": addr4, "address6": addr6, "veth": veth, "bridge": conf.bridge}
+    _nft_tenant(conf.table, name, net, addr4, addr6, add=True)
+    record = {
+        **wanted_record(cfg, net, limits),
+        "address": addr4,
+        "address6": addr6,
+        "veth": veth,
+        "bridge": conf.bridge,
+        "table": conf.table,
+    }
     _write_record(cfg, name, record)
     text = f"set up the network of {name}: {addr4}" + (f" {addr6}" if addr6 else "") + f" on {conf.bridge}"
     return text + (f", rate {rate} bit/s" if rate else "")
 
 
-def _nft_tenant(name: str, net: dict[str, Any] | None, addr4: str | None, addr6: str | None, add: bool) -> None:
+def _nft_tenant(table: str, name: str, net: dict[str, Any] | None, addr4: str | None, addr6: str | None, add: bool) -> None:
     """One atomic batch: the tenant's chains and map elements replaced (add) or removed."""
-    table = _nft_table()
-    if table is None:
+    listed = _nft_table(table)
+    if listed is None:
         if add:
-            raise JailError(f"nftables table inet {TABLE} is missing")
+            raise JailError(f"nftables table inet {table} is missing")
         return
     chain, pub = _chain(name), _pub_chain(name)
     batch = []
     # Every map element that is this tenant's (or holds its address) goes first.
-    for map_name, elems in table["maps"].items():
+    for map_name, elems in listed["maps"].items():
         for key, target in elems:
             mine = target in (chain, pub)
             holds_addr = map_name in ("tenants4", "tenants6") and str(key) in (addr4, addr6)
             if mine or (add and holds_addr):
-                batch.append(f"delete element inet {TABLE} {map_name} {{ {_nft_key(key)} }}")
+                batch.append(f"delete element inet {table} {map_name} {{ {_nft_key(key)} }}")
             elif add and map_name == "published" and net is not None:
                 for item in net.get("publish", []):
                     if _nft_key(key) == f"{item['proto']} . {item['host_port']}":
@@ -610,15 +621,15 @@ def _nft_tenant(name: str, net: dict[str, Any] | None, addr4: str | None, addr6:
                             f"net.publish of {name}: host port {item['proto']}/{item['host_port']} is published by another tenant ({target})"
                         )
     for c in (chain, pub):
-        if c in table["chains"]:
-            batch.append(f"flush chain inet {TABLE} {c}")
+        if c in listed["chains"]:
+            batch.append(f"flush chain inet {table} {c}")
             if not add:
-                batch.append(f"delete chain inet {TABLE} {c}")
+                batch.append(f"delete chain inet {table} {c}")
     if add and net is not None:
-        batch += [f"add chain inet {TABLE} {chain}", f"add chain inet {TABLE} {pub}"]
+        batch += [f"add chain inet {table} {chain}", f"add chain inet {table} {pub}"]
         egress = net.get("egress")
         if egress is None:
-            batch.append(f"add rule inet {TABLE} {chain} accept")  # anything but the host and other tenants
+            batch.append(f"add rule inet {table} {chain} accept")  # anything but the host and other tenants
         for item in egress or []:
             fam = "ip6" if ":" in item["cidr"] else "ip"
             rule = f"{fam} daddr {item['cidr']}"
@@ -626,15 +637,15 @@ def _nft_tenant(name: str, net: dict[str, Any] | None, addr4: str | None, addr6:
                 rule += f" meta l4proto {item['proto']}"
             if item.get("port"):
                 rule += f" th dport {item['port']}"
-            batch.append(f"add rule inet {TABLE} {chain} {rule} accept")
-        batch.append(f"add element inet {TABLE} tenants4 {{ {addr4} : jump {chain} }}")
+            batch.append(f"add rule inet {table} {chain} {rule} accept")
+        batch.append(f"add element inet {table} tenants4 {{ {addr4} : jump {chain} }}")
         if addr6:
-            batch.append(f"add element inet {TABLE} tenants6 {{ {addr6} : jump {chain} }}")
+            batch.append(f"add element inet {table} tenants6 {{ {addr6} : jump {chain} }}")
         for item in net.get("publish", []):
             batch.append(
-                f"add rule inet {TABLE} {pub} meta l4proto {item['proto']} th dport {item['host_port']} dnat ip to {addr4}:{item['port']}"
+                f"add rule inet {table} {pub} meta l4proto {item['proto']} th dport {item['host_port']} dnat ip to {addr4}:{item['port']}"
             )
-            batch.append(f"add element inet {TABLE} published {{ {item['proto']} . {item['host_port']} : jump {pub} }}")
+            batch.append(f"add element inet {table} published {{ {item['proto']} . {item['host_port']} : jump {pub} }}")
     if batch:
         _run(["nft", "-f", "-"], stdin="\n".join(batch) + "\n")
 
@@ -662,7 +673,9 @@ def tear_down(cfg: Any, name: str, release_static: bool = True) -> bool:
     except JailError:
         conf = None
     veths = {record.get("veth")} | ({host_veth(conf, name)} if conf else set())
-    _nft_tenant(name, None, record.get("address"), record.get("address6"), add=False)
+    table = record.get("table") or (conf.table if conf else None)
+    if table:
+        _nft_tenant(table, name, None, record.get("address"), record.get("address6"), add=False)
     for veth in sorted(v for v in veths if v):
         if os.path.exists(f"/sys/class/net/{veth}"):
             _run(["ip", "link", "del", veth], ok=(0, 1))

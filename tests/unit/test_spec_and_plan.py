@@ -99,7 +99,7 @@ def test_plan_file_roundtrip_is_exact() -> None:
 
 def test_net_host_needs_the_config_to_allow_it() -> None:
     """issue 17: `net: true` (host) shares the host's network; refused unless jailyard.conf has net_host = 1."""
-    with pytest.raises(JailError, match="net: host for alice is refused.*net_host = 0"):
+    with pytest.raises(JailError, match=r"net: host for alice is refused.*net_host = 0"):
         TenantSpec.build(CFG, "alice", 10001, net=True)
     assert TenantSpec.build(Config(net_host=1), "alice", 10001, net="host").net is True
     assert TenantSpec.build(CFG, "alice", 10001, net="none").net is False
