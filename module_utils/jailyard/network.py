@@ -34,16 +34,16 @@ qdisc, nor send a packet with another source (no raw sockets).
 
 Everything is done with iproute2 and nft (one `nft -f` batch: atomic) at mount
 and unmount only. A set-up that fails removes what it made: nothing half made.
+hashlib and subprocess are imported where used: the spec imports this module,
+and the mount step's full path must not load them (tests/integration/test_kernel.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import ipaddress
 import json
 import os
-import subprocess
 from typing import Any
 
 from .errors import JailError
@@ -53,6 +53,7 @@ NET_LIMIT_KEYS = ("net_rate",)  # in the spec's limits; never a plan line (launc
 PRIVATE_KEYS = ("mode", "address", "address6", "egress", "publish")
 PROTOS = ("tcp", "udp")
 _TOOL_TIMEOUT = 30
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 # ---- the spec's `net` -------------------------------------------------------------------------
@@ -73,6 +74,8 @@ def normalize_net(name: str, value: object) -> bool | dict[str, Any]:
 
     Accepts true/false (host/none, as before), a mode name, or a mapping with
     `mode` and, for private, `address`, `address6`, `egress`, `publish`."""
+    if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        value = _BOOL_WORDS[value.lower()]  # net=true on an ad-hoc command line arrives as a string
     if value is None or value is False or value == "none":
         return False
     if value is True or value == "host":
@@ -274,6 +277,8 @@ def _leases_dir(cfg: Any) -> str:
 
 def host_veth(conf: NetConf, name: str) -> str:
     """The host end of the tenant's veth: 15 characters at most, one per (bridge, tenant)."""
+    import hashlib
+
     return "jv" + hashlib.sha256(f"{conf.bridge}/{name}".encode()).hexdigest()[:13]
 
 
@@ -332,6 +337,8 @@ def is_up(cfg: Any, name: str, net: object, limits: dict[str, int], observed: di
 
 
 def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
+    import subprocess
+
     try:
         out = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TOOL_TIMEOUT, check=False)
     except FileNotFoundError:
@@ -346,6 +353,8 @@ def _run(argv: list[str], stdin: str | None = None, ok: tuple[int, ...] = (0,)) 
 
 def _nft_table(table: str) -> dict[str, Any] | None:
     """The table inet jailyard_BRIDGE as `nft -j` lists it: {chains: set, maps: {name: [(key, chain)]}, rules}; None if absent."""
+    import subprocess
+
     out = subprocess.run(["nft", "-j", "list", "table", "inet", table], capture_output=True, text=True, timeout=_TOOL_TIMEOUT, check=False)
     if out.returncode != 0:
         return None
@@ -455,9 +464,24 @@ def ensure_base(cfg: Any) -> list[str]:
                 with open(f"/proc/sys/{key}", "w") as out:
                     out.write("1\n")
                 done.append(f"set {key.replace('/', '.')} = 1")
-    if _nft_table(conf.table) is None:
-        _run(["nft", "-f", "-"], stdin=_base_ruleset(conf))
-        done.append(f"add nftables table inet {conf.table}")
+    # The base chains follow the config: made when missing, made again (one atomic batch) when the
+    # net_* settings changed since. Tenants' chains go with them and their records no longer match
+    # (network.is_up): the next mount or converge sets each up again; until then they are refused
+    # everything (a tenant address the map lacks meets `drop`), never let through.
+    marker = f"{_net_dir(cfg)}/base"
+    try:
+        with open(marker) as fh:
+            made = fh.read()
+    except FileNotFoundError:
+        made = None
+    exists = _nft_table(conf.table) is not None
+    if not exists or made != conf.fingerprint():
+        _run(["nft", "-f", "-"], stdin=(f"delete table inet {conf.table}\n" if exists else "") + _base_ruleset(conf))
+        done.append(f"{'make again' if exists else 'add'} nftables table inet {conf.table}")
+        os.makedirs(_net_dir(cfg), mode=0o755, exist_ok=True)
+        with open(f"{marker}.tmp", "w") as fh:
+            fh.write(conf.fingerprint())
+        os.rename(f"{marker}.tmp", marker)
     return done
 
 
