@@ -383,3 +383,10 @@ def test_exhausted_pool(node: Node, tmp_path: Path) -> None:
             sh("ip", "link", "del", link, check=False)
         sh("ip", "link", "del", bridge, check=False)
         sh("nft", "delete", "table", "inet", f"jailyard_{bridge}", check=False)
+
+
+def test_base_set_up_twice_changes_nothing(node: Node) -> None:
+    """What the role's task runs (network.ensure_base): the second run reports no change (changed=0)."""
+    assert network.ensure_base(node.cfg) == []
+    table = network._nft_table(f"jailyard_{BRIDGE}")
+    assert {"input", "forward", "prerouting", "postrouting", "to_host", "from_tenants", "to_tenants"} <= table["chains"]
