@@ -24,6 +24,11 @@ def net_rows(cfg: Any, converge: Any, loop: Any, loop_bin: str, jailrun: str, n:
     bridge = f"jyb{os.getpid()}"[:15]
     cfg = dataclasses.replace(cfg, net_bridge=bridge, net_pool4=f"10.254.{os.getpid() % 200 + 20}.0/24")
     cfg.path.write_text(cfg.render())
+    # A private jail binds its own resolv.conf over the image's, which built images have (imagebuild
+    # writes one); the benchmark's busybox image gets one here.
+    resolv = cfg.images_dir / "current" / "rootfs" / "etc" / "resolv.conf"
+    if not resolv.exists():
+        resolv.write_text("nameserver 127.0.0.1\n")
     rows: list[dict] = []
     try:
         converge(cfg, {"name": "netp", "uid": 10901, "state": "mounted", "net": "private"})
