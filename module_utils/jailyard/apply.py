@@ -40,6 +40,9 @@ class _Run:
 def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
     """Do the steps in order (the caller holds the tenant's lock, as `lock`)."""
     run = _Run(cfg, name, lock)
+    for step in steps:
+        if step.kind == "net-up":
+            network.preflight(cfg, name, step.net["net"])  # issue 17: refused before anything changes
     try:
         for step in steps:
             try:

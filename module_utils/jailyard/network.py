@@ -549,6 +549,33 @@ def _rate_args(rate: int) -> list[str]:
     return ["tbf", "rate", f"{rate}bit", "burst", str(burst), "latency", "50ms"]
 
 
+def preflight(cfg: Any, name: str, net: dict[str, Any]) -> None:
+    """Refuse, before anything changes, what set_up would fail on: a static address another tenant
+    holds, a host port another tenant publishes, a pool with no free address (apply.py runs this
+    before the first step of a run that sets a network up)."""
+    conf = net_conf(cfg)
+    for key in ("address", "address6"):
+        addr = net.get(key)
+        owner = lease_owner(cfg, addr) if addr else None
+        if owner not in (None, name):
+            raise JailError(f"net.{key} {addr} of {name} is used by tenant {owner!r}")
+    if not net.get("address") and not leases_of(cfg, name):
+        try:
+            taken = len(os.listdir(_leases_dir(cfg)))
+        except FileNotFoundError:
+            taken = 0
+        if taken >= conf.pool4.num_addresses - 3:  # network, gateway, broadcast
+            raise JailError(f"the address pool {conf.pool4} is exhausted: no free address for jail {name} ({taken} leased)")
+    if net.get("publish"):
+        listed = _nft_table(conf.table) or {"maps": {}}
+        for key, target in listed["maps"].get("published", []):
+            for item in net["publish"]:
+                if target != _pub_chain(name) and _nft_key(key) == f"{item['proto']} . {item['host_port']}":
+                    raise JailError(
+                        f"net.publish of {name}: host port {item['proto']}/{item['host_port']} is published by another tenant ({target})"
+                    )
+
+
 def set_up(cfg: Any, name: str, net: dict[str, Any], limits: dict[str, int]) -> str:
     """Make (or repair) the tenant's network; the caller holds its lock. Returns the action's text.
 

@@ -390,3 +390,25 @@ def test_base_set_up_twice_changes_nothing(node: Node) -> None:
     assert network.ensure_base(node.cfg) == []
     table = network._nft_table(f"jailyard_{BRIDGE}")
     assert {"input", "forward", "prerouting", "postrouting", "to_host", "from_tenants", "to_tenants"} <= table["chains"]
+
+
+def test_published_port_reaches_the_tenant_from_the_host_only(node: Node) -> None:
+    """bob publishes host port 18000+K to its port 9001: the host reaches it at the bridge address; alice does not."""
+    host_port = 18000 + K
+    net = {"mode": "private", "publish": [{"host_port": host_port, "port": 9001}]}
+    converge(node.cfg, {"name": "bob", "uid": 47202, "state": "mounted", "net": net})
+    node.serve(network.netns_path(node.cfg, "bob"), "tcp=9001:bob-published")
+    with socket.create_connection((GW4, host_port), timeout=5) as s:
+        assert s.recv(32) == b"bob-published\n"
+    out = node.run("alice", f"nc -w 2 {GW4} {host_port} </dev/null; echo rc=$?")
+    assert "bob-published" not in out.stdout
+    dave = network.read_record(node.cfg, "dave")
+    spec = (node.cfg.tenants_dir / "dave" / "tenant.json").read_text()
+    with pytest.raises(JailError, match=rf"host port tcp/{host_port} is published by another tenant"):
+        converge(
+            node.cfg, {"name": "dave", "uid": 47204, "state": "mounted", "net": {"mode": "private", "publish": [{"host_port": host_port}]}}
+        )
+    # Refused before anything changed: dave keeps its spec and its network as they were.
+    assert (node.cfg.tenants_dir / "dave" / "tenant.json").read_text() == spec
+    assert network.read_record(node.cfg, "dave") == dave
+    converge(node.cfg, {"name": "bob", "uid": 47202, "state": "mounted", "net": "private"})
