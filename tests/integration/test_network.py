@@ -412,3 +412,32 @@ def test_published_port_reaches_the_tenant_from_the_host_only(node: Node) -> Non
     assert (node.cfg.tenants_dir / "dave" / "tenant.json").read_text() == spec
     assert network.read_record(node.cfg, "dave") == dave
     converge(node.cfg, {"name": "bob", "uid": 47202, "state": "mounted", "net": "private"})
+
+
+def test_ipv6_address_from_the_pool_where_configured(node: Node, tmp_path: Path) -> None:
+    """With net_pool6 a private tenant gets an IPv6 address of it too (in its map, on its eth0); removed at unmount."""
+    bridge = f"jyv{os.getpid()}"[:15]
+    pool6 = f"fd00:17:{K}::/64"
+    cfg = Config(
+        **{**node.cfg.__dict__, "net_bridge": bridge, "net_pool4": f"10.253.{K}.0/29", "net_pool6": pool6, "run_dir": tmp_path / "run"}
+    )
+    (tmp_path / "run").mkdir()
+    try:
+        converge(cfg, {"name": "six", "uid": 47221, "state": "mounted", "net": {"mode": "private", "address6": f"fd00:17:{K}::77"}})
+        record = network.read_record(cfg, "six")
+        assert record["address6"] == f"fd00:17:{K}::77"
+        inside = sh("nsenter", f"--net={network.netns_path(cfg, 'six')}", "ip", "-6", "addr", "show", "dev", "eth0").stdout
+        assert f"fd00:17:{K}::77/128" in inside
+        table = network._nft_table(f"jailyard_{bridge}")
+        assert [t for _k, t in table["maps"]["tenants6"]] == ["t_six"]
+        converge(cfg, {"name": "six", "state": "unmounted"})
+        assert network._nft_table(f"jailyard_{bridge}")["maps"]["tenants6"] == []
+    finally:
+        try:
+            converge(cfg, {"name": "six", "state": "absent", "purge": True, "force": True})
+        except JailError:
+            pass
+        for link in _links_on(bridge):
+            sh("ip", "link", "del", link, check=False)
+        sh("ip", "link", "del", bridge, check=False)
+        sh("nft", "delete", "table", "inet", f"jailyard_{bridge}", check=False)
