@@ -69,7 +69,7 @@ options:
         else one is leased while mounted), V(address6), V(egress) (an allow-list, each a CIDR or
         C({cidr, proto, port}); unset allows anything but the host and other tenants) and V(publish) (host ports
         forwarded to the tenant, each C({host_port, port, proto})). O(limits.net_rate) caps its rate.
-      - V(host) or V(true) lets C(jailrun --net) give the session the host's own network namespace. Dangerous: the tenant
+      - V(host) or V(true) lets C(jailrun --net) give the session the host's own network namespace. This is dangerous, the tenant
         sees every host interface and reaches every service bound to 127.0.0.1. Refused unless C(jailyard.conf)
         has C(net_host = 1).
     type: raw

@@ -225,6 +225,10 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
             "service": spec.service,
             "service_status": service_facts(cfg, name),
         }
+        if network.is_private(spec.net):
+            record = network.read_record(cfg, name) or {}  # issue 17: its addresses while mounted
+            fact["net_address"] = record.get("address")
+            fact["net_address6"] = record.get("address6")
         if disk_usage:
             fact["disk_usage"] = _disk_usage(cfg.tenant_dir(name))
         facts.append(fact)

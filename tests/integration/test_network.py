@@ -289,6 +289,13 @@ def test_rate_limit_10_mbit(node: Node) -> None:
     assert int(size) == BULK and int(size) * 8 / max(float(end) - float(start), 0.01) > 20_000_000
 
 
+def test_jail_facts_show_the_tenants_address(node: Node) -> None:
+    from jailyard.lifecycle import jail_facts
+
+    (fact,) = jail_facts(node.cfg, "alice")
+    assert fact["net"]["mode"] == "private" and fact["net_address"] == node.address("alice")
+
+
 def test_dns_resolves_through_the_configured_resolver(node: Node) -> None:
     """resolv.conf inside names net_dns; the test's responder answers (alice's egress does not list it: DNS is allowed apart)."""
     out = node.run("alice", f"cat /etc/resolv.conf; nslookup {DNS_NAME}")
