@@ -448,3 +448,9 @@ def test_ipv6_address_from_the_pool_where_configured(node: Node, tmp_path: Path)
             sh("ip", "link", "del", link, check=False)
         sh("ip", "link", "del", bridge, check=False)
         sh("nft", "delete", "table", "inet", f"jailyard_{bridge}", check=False)
+
+
+def test_jailrun_net_is_refused_for_a_private_plan(node: Node) -> None:
+    """`jailrun --net` asks for the host's network: a private tenant never gets it (exit 120, usage)."""
+    r = subprocess.run([node.jailrun, "--net", "alice", "--", "true"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 120 and "has no host network" in r.stderr
