@@ -454,3 +454,70 @@ def test_jailrun_net_is_refused_for_a_private_plan(node: Node) -> None:
     """`jailrun --net` asks for the host's network: a private tenant never gets it (exit 120, usage)."""
     r = subprocess.run([node.jailrun, "--net", "alice", "--", "true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 120 and "has no host network" in r.stderr
+
+
+def _own_node_cfg(node: Node, tmp_path: Path, bridge: str, pool4: str) -> Config:
+    """A config of the test's own (dirs under tmp_path, its own bridge and pool), the node's image."""
+    for d in ("tenants", "jails", "run"):
+        (tmp_path / d).mkdir()
+    return Config(
+        **{
+            **node.cfg.__dict__,
+            "tenants_dir": tmp_path / "tenants",
+            "jails_dir": tmp_path / "jails",
+            "run_dir": tmp_path / "run",
+            "net_bridge": bridge,
+            "net_pool4": pool4,
+        }
+    )
+
+
+def _remove_bridge(bridge: str) -> None:
+    for link in _links_on(bridge):
+        sh("ip", "link", "del", link, check=False)
+    sh("ip", "link", "del", bridge, check=False)
+    sh("nft", "delete", "table", "inet", f"jailyard_{bridge}", check=False)
+
+
+def test_expiry_takes_the_network_with_the_mounts(node: Node, tmp_path: Path) -> None:
+    """An idle private jail unmounted by expiry leaves no namespace, veth, rule or lease behind."""
+    from jailyard.expiry import expire_pass
+
+    bridge = f"jyx{os.getpid()}"[:15]
+    cfg = _own_node_cfg(node, tmp_path, bridge, f"10.253.{K}.16/29")
+    try:
+        converge(cfg, {"name": "idle", "uid": 47231, "state": "mounted", "net": "private"})
+        veth = network.read_record(cfg, "idle")["veth"]
+        expire_pass(cfg, log=False)
+        assert expire_pass(cfg, log=False).unmounted == ["idle"]
+        assert network.observe(cfg, "idle") is None and network.leases_of(cfg, "idle") == []
+        assert not os.path.exists(f"/sys/class/net/{veth}")
+        assert not any(c.startswith("t_") for c in network._nft_table(f"jailyard_{bridge}")["chains"])
+    finally:
+        try:
+            converge(cfg, {"name": "idle", "state": "absent", "purge": True, "force": True})
+        except JailError:
+            pass
+        _remove_bridge(bridge)
+
+
+def test_concurrent_converges_never_hand_out_one_address(node: Node, tmp_path: Path) -> None:
+    """Five private jails mounted by five threads at once from a pool of five addresses: five different ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bridge = f"jyc{os.getpid()}"[:15]
+    cfg = _own_node_cfg(node, tmp_path, bridge, f"10.253.{K}.32/29")  # .33 the gateway, .34-.38 the tenants
+    names = [f"c{i}" for i in range(5)]
+    try:
+        network.ensure_base(cfg)
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda i: converge(cfg, {"name": names[i], "uid": 47240 + i, "state": "mounted", "net": "private"}), range(5)))
+        addresses = [network.read_record(cfg, n)["address"] for n in names]
+        assert len(set(addresses)) == 5 and sorted(os.listdir(cfg.run_dir / "net" / "leases")) == sorted(addresses)
+    finally:
+        for n in names:
+            try:
+                converge(cfg, {"name": n, "state": "absent", "purge": True, "force": True})
+            except JailError:
+                pass
+        _remove_bridge(bridge)
