@@ -282,6 +282,7 @@ def test_rate_limit_10_mbit(node: Node) -> None:
     assert int(size) == BULK, out.stderr
     seconds = float(end) - float(start)
     rate = int(size) * 8 / seconds
+    print(f"net_rate 10,000,000 bit/s: measured {rate / 1e6:.2f} Mbit/s over {seconds:.2f} s")
     assert 0.85 * 10_000_000 <= rate <= 1.15 * 10_000_000, f"{rate / 1e6:.2f} Mbit/s over {seconds:.2f} s"
     # Unlimited, bob is far faster: the limit is dave's own.
     out = node.run("bob", script, timeout=120)
