@@ -120,8 +120,8 @@ def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
         for key in ("uid", "gid", "layout", "image", "hostname", "force", "purge"):
             if getattr(args, key, None) is not None:
                 params[key] = getattr(args, key)
-        if getattr(args, "net", False):
-            params["net"] = True
+        if getattr(args, "net", None):
+            params["net"] = args.net  # issue 17: none, host (bare --net, as before) or private
         if getattr(args, "shared_gid", False):
             params["shared_gid"] = True
         if getattr(args, "program", None) is not None:
@@ -233,7 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--layout", choices=("bind", "overlay"), help="bind (default) or overlay")
             p.add_argument("--image", help="an image id or 'current' (default)")
             p.add_argument("--hostname", help="hostname inside the jail (default: the name)")
-            p.add_argument("--net", action="store_true", help="allow the network (jailrun --net)")
+            p.add_argument(
+                "--net",
+                nargs="?",
+                const="host",
+                choices=["none", "host", "private"],
+                help="the network: private (its own, made at mount), host (bare --net: jailrun --net; needs net_host = 1) or none",
+            )
             p.add_argument(
                 "--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)} (mem, fsize: K, M, G, T suffixes)"
             )

@@ -73,6 +73,8 @@ def mount_step(cfg: ConfValues, config: str, name: str) -> list[str]:
             plan = parse_plan(fh.read(), path)
     except FileNotFoundError:
         return _full_mount_step(config, name)
+    if plan.net == "private":
+        return _full_mount_step(config, name)  # issue 17: the tenant's network is made (or repaired) there
     state = mount_state(plan)
     if all(present for _entry, present in state):
         return []

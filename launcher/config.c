@@ -77,9 +77,10 @@ void resolve_limits(struct launch *l)
         if (jr_effective_limit(l->plan.limits[i], l->args.limits[i], &l->lim[i]) < 0)
             die(EXIT_USAGE, "--%s %llu is above the tenant's limit %llu", i == LIM_WALL ? "timeout" : jr_limit_names[i],
                 l->args.limits[i], l->plan.limits[i]);
-    if (l->args.net && !l->plan.net)
-        die(EXIT_USAGE, "--net: tenant '%s' has no network", l->args.name);
-    l->new_net = !(l->args.net && l->plan.net);
+    if (l->args.net && l->plan.net != JR_NET_HOST)
+        die(EXIT_USAGE, "--net: tenant '%s' has no host network", l->args.name);
+    /* private (issue 17): PID 1 joins the tenant's own namespace (jail.c), made at mount. */
+    l->new_net = l->plan.net == JR_NET_NONE || (l->plan.net == JR_NET_HOST && !l->args.net);
 }
 
 /* jailrun's own options, as jr_parse_args knows them (getopt_long: a unique

@@ -6,6 +6,7 @@
 #include "cgroup.h"
 #include "jailfs.h"
 #include "pty.h"
+#include "tree.h"
 #include "seccomp_filter.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/landlock.h>
+#include <linux/nsfs.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <poll.h>
@@ -52,6 +54,34 @@ static void loopback_up(void)
     if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
         die_with_error(EXIT_INTERNAL, "cannot bring lo up");
     close(s);
+}
+
+/* ---- the tenant's own network (issue 17) -------------------------------------------- */
+
+int open_tenant_netns(const struct launch *l)
+{
+    char path[JR_PATH_MAX + JR_NAME_MAX + 16];
+    if ((size_t)snprintf(path, sizeof path, "%s/netns/%s", l->cfg.run_dir, l->plan.name) >= sizeof path)
+        die(EXIT_CONFIG, "run_dir is too long for the network namespace path");
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return -1;
+        die_with_error(EXIT_MOUNT, "cannot open the network namespace %s", path);
+    }
+    /* A bind mount of a namespace answers NS_GET_NSTYPE; a plain file left there does not. */
+    if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void join_tenant_netns(int fd)
+{
+    if (setns(fd, CLONE_NEWNET) < 0)
+        die_with_error(EXIT_INTERNAL, "cannot join the tenant's network namespace");
+    close(fd);
 }
 
 /* ---- privileges ------------------------------------------------------------------- */
@@ -249,7 +279,17 @@ void jail_init(const struct launch *l, struct jail_fds fds)
         die_with_error(EXIT_INTERNAL, "sethostname");
     if (l->new_net)
         loopback_up();
+    /* private: the namespace comes with the tree (warm) or after it on the same socket (cold). */
+    int ns_sock = -1;
+    if (l->plan.net == JR_NET_PRIVATE && fds.netns < 0 && (ns_sock = fcntl(fds.tree_sock, F_DUPFD_CLOEXEC, 3)) < 0)
+        die_with_error(EXIT_INTERNAL, "dup");
     enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->lim[LIM_MEM]);
+    if (ns_sock >= 0) {
+        fds.netns = receive_fd(ns_sock);
+        close(ns_sock);
+    }
+    if (l->plan.net == JR_NET_PRIVATE)
+        join_tenant_netns(fds.netns);
     if (l->pty)
         pty_open_in_jail(l->plan.uid, l->plan.gid);
 

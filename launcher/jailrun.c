@@ -10,7 +10,8 @@
  * hostile: nothing it can write (its home, tmp, overlay upper) is ever
  * followed as a path by this program with privileges, and inside the jail it
  * runs with no privileges, no host path reachable, its own PID, IPC, UTS,
- * cgroup and (unless allowed) network namespaces, a fresh read-only /proc, a
+ * cgroup and network namespaces (the tenant's own, made at mount, with
+ * `net: private`; the host's only where the plan allows it), a fresh read-only /proc, a
  * minimal /dev, rlimits and per-tenant cgroup limits. The caller is trusted
  * but careless: its environment, descriptors, umask and terminal never reach
  * the tenant. Anything malformed is refused with one line on stderr, a line
@@ -189,19 +190,35 @@ static int open_meta(const char *path, uid_t caller)
 struct tree {
     int lock, tree_fd, sock[2];
     pid_t step;
+    int netns;  /* issue 17: a private plan's network namespace (warm), else -1 */
 };
+
+/* open_if_mounted, and for a private plan its network namespace too: a jail whose
+ * network is not (or no longer) set up is not ready, and the mount step repairs it. */
+static int open_if_ready(const struct launch *l, int *netns)
+{
+    int rootfd = open_if_mounted(&l->plan);
+    if (rootfd < 0 || l->plan.net != JR_NET_PRIVATE)
+        return rootfd;
+    *netns = open_tenant_netns(l);
+    if (*netns < 0) {
+        close(rootfd);
+        return -1;
+    }
+    return rootfd;
+}
 
 static struct tree acquire_tree(const struct launch *l)
 {
-    struct tree t = {.tree_fd = -1, .sock = {-1, -1}, .step = -1};
+    struct tree t = {.tree_fd = -1, .sock = {-1, -1}, .step = -1, .netns = -1};
     char lockname[JR_NAME_MAX + 8];
     snprintf(lockname, sizeof lockname, "%s.lock", l->args.name);
     t.lock = lock_file(lockname, LOCK_SH);
-    int rootfd = open_if_mounted(&l->plan);
+    int rootfd = open_if_ready(l, &t.netns);
     if (rootfd < 0) {
         if (flock(t.lock, LOCK_EX) < 0)
             die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
-        rootfd = open_if_mounted(&l->plan);
+        rootfd = open_if_ready(l, &t.netns);
         if (rootfd < 0)
             t.step = start_mount_step(l, t.lock);
     }
@@ -234,10 +251,17 @@ static void hand_over_tree(struct launch *l, struct tree *t, pid_t init)
     int rootfd = open_if_mounted(&l->plan);
     if (rootfd < 0)
         die(EXIT_MOUNT, "jail '%s' is still not fully mounted after the mount step", l->args.name);
+    int netns = -1;
+    if (l->plan.net == JR_NET_PRIVATE && (netns = open_tenant_netns(l)) < 0)
+        die(EXIT_MOUNT, "the network of jail '%s' is still not set up after the mount step", l->args.name);
     t->tree_fd = clone_tree(rootfd);
     /* If this fails PID 1 has stopped (or, closed out below, stops): its status byte,
      * read below, carries its reason. */
     (void)send_fd(t->sock[0], t->tree_fd);
+    if (netns >= 0) {
+        (void)send_fd(t->sock[0], netns);   /* private: after the tree, on the same socket (jail.c) */
+        close(netns);
+    }
     close(t->sock[0]);
     write_session(l->args.name, l->args.argv[0], l->pty);
     close(t->lock);
@@ -301,7 +325,7 @@ static struct running start_jail(const struct launch *l, const struct tree *t, i
         close(result_pipe[0]);
         if (t->sock[0] >= 0)
             close(t->sock[0]);
-        struct jail_fds fds = {mntns_fd, t->tree_fd, t->sock[1], ipc_fd, status_pipe[1], result_pipe[1]};
+        struct jail_fds fds = {mntns_fd, t->tree_fd, t->sock[1], ipc_fd, status_pipe[1], result_pipe[1], t->netns};
         jail_init(l, fds);
     }
     close(status_pipe[1]);
@@ -369,6 +393,8 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &r.start);   /* --timeout counts from here, not from before the mount */
     }
     close(t.tree_fd);   /* PID 1 has them now */
+    if (t.netns >= 0)
+        close(t.netns);
     close(mntns_fd);
     if (ipc_fd >= 0)
         close(ipc_fd);

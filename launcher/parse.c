@@ -137,6 +137,7 @@ enum key_type {
     KEY_UIDS,   /* 1 to JR_MAX_CALLERS uids separated by spaces or tabs */
     KEY_NUMBER, /* decimal digits, from min to max */
     KEY_CGROUP, /* [A-Za-z0-9_-]{1,JR_NAME_MAX} with at least one letter or digit */
+    KEY_WORD,   /* issue 17: [A-Za-z0-9_.:/,-]{1,JR_WORD_MAX}; the Python side (network.py) checks its meaning */
 };
 
 struct config_key {
@@ -170,8 +171,16 @@ static const struct config_key config_keys[] = {
     {"default_fsize", KEY_NUMBER, LIMIT(LIM_FSIZE), 0, INT_LIMIT, "1073741824"},
     {"default_nofile", KEY_NUMBER, LIMIT(LIM_NOFILE), 0, INT_LIMIT, "256"},
     {"default_wall", KEY_NUMBER, LIMIT(LIM_WALL), 0, INT_LIMIT, "0"},
+    /* issue 17, tenant networks: read by the Python side only (jailrun just accepts them). */
+    {"net_bridge", KEY_WORD, FIELD(net_bridge), 0, 0, "jybr0"},
+    {"net_pool4", KEY_WORD, FIELD(net_pool4), 0, 0, "10.231.0.0/24"},
+    {"net_pool6", KEY_WORD, FIELD(net_pool6), 0, 0, "none"},
+    {"net_dns", KEY_WORD, FIELD(net_dns), 0, 0, "none"},
+    {"net_egress", KEY_WORD, FIELD(net_egress), 0, 0, "nat"},
+    {"net_host", KEY_NUMBER, FIELD(net_host), 0, 1, "0"},
 };
 #define CGROUP_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+#define WORD_CHARS CGROUP_CHARS ".:/,"
 
 enum { N_CONFIG_KEYS = sizeof config_keys / sizeof config_keys[0] };
 
@@ -259,6 +268,14 @@ static int set_key(const struct config_key *k, char *value, struct jr_config *cf
         if (good != n || !alnum || n >= k->size)
             return fail(err, errlen, "%s must be [A-Za-z0-9_-]{1,%zu} with a letter or digit, got '%s'", k->name,
                         k->size - 1, show(value, strlen(value)).s);
+        strcpy(field, value);
+        return 0;
+    }
+    case KEY_WORD: {
+        size_t n = strlen(value);
+        if (strspn(value, WORD_CHARS) != n || n >= k->size)
+            return fail(err, errlen, "%s must be [A-Za-z0-9_.:/,-]{1,%zu}, got '%s'", k->name, k->size - 1,
+                        show(value, n).s);
         strcpy(field, value);
         return 0;
     }
@@ -350,6 +367,7 @@ size_t jr_config_render(const struct jr_config *cfg, char *buf, size_t len)
         switch (k->type) {
         case KEY_PATH:
         case KEY_CGROUP:
+        case KEY_WORD:
             PUT("%s", field);
             break;
         case KEY_UIDS:
@@ -418,6 +436,7 @@ enum plan_type {
     PLAN_PATH,    /* valid_abs_path */
     PLAN_IMAGE,   /* 8 to 64 lower-case hex digits */
     PLAN_BOOL,    /* "0" or "1" */
+    PLAN_NET,     /* "0" (none), "1" (host) or, issue 17, "private" (the tenant's own namespace) */
 };
 
 struct plan_key {
@@ -437,7 +456,7 @@ static const struct plan_key plan_header[] = {
     {"home", PLAN_PATH, PLAN_FIELD(home)},
     {"root", PLAN_PATH, PLAN_FIELD(root)},
     {"image", PLAN_IMAGE, PLAN_FIELD(image)},
-    {"net", PLAN_BOOL, PLAN_FIELD(net)},
+    {"net", PLAN_NET, PLAN_FIELD(net)},
 };
 
 static int set_plan_key(const struct plan_key *k, const char *v, struct jr_plan *plan, char *err, size_t errlen)
@@ -476,6 +495,15 @@ static int set_plan_key(const struct plan_key *k, const char *v, struct jr_plan 
             return fail(err, errlen, "%s must be 0 or 1, got '%s'", k->key, v);
         int b = v[0] == '1';
         memcpy(field, &b, sizeof b);
+        return 0;
+    }
+    case PLAN_NET: {
+        int mode = strcmp(v, "0") == 0 ? JR_NET_NONE
+                   : strcmp(v, "1") == 0 ? JR_NET_HOST
+                   : strcmp(v, "private") == 0 ? JR_NET_PRIVATE : -1;
+        if (mode < 0)
+            return fail(err, errlen, "%s must be 0, 1 or private, got '%s'", k->key, v);
+        memcpy(field, &mode, sizeof mode);
         return 0;
     }
     }

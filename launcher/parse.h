@@ -18,6 +18,7 @@
 #define JR_MAX_ENV 128
 #define JR_MAX_FILE 65536   /* config and plan files above this size are refused */
 #define JR_ERR_MAX 512
+#define JR_WORD_MAX 255    /* KEY_WORD config values (issue 17) */
 
 /* Limits, in the plan's order. 0 = unlimited. */
 enum { LIM_CPU, LIM_MEM, LIM_PROCS, LIM_FSIZE, LIM_NOFILE, LIM_WALL, LIM_COUNT };
@@ -36,6 +37,10 @@ struct jr_config {
     unsigned long uid_min, uid_max;
     char cgroup_name[JR_NAME_MAX + 1];
     unsigned long long defaults[LIM_COUNT];
+    /* issue 17: tenant networks (jailrun only accepts them; module_utils/jailyard/network.py reads them) */
+    char net_bridge[JR_WORD_MAX + 1], net_pool4[JR_WORD_MAX + 1], net_pool6[JR_WORD_MAX + 1];
+    char net_dns[JR_WORD_MAX + 1], net_egress[JR_WORD_MAX + 1];
+    unsigned long net_host;
 };
 
 struct jr_mount {
@@ -55,11 +60,14 @@ struct jr_plan {
     char home[JR_PATH_MAX];
     char root[JR_PATH_MAX];
     char image[65];
-    int net;
+    int net;    /* JR_NET_*: the plan's "net" line */
     unsigned long long limits[LIM_COUNT];
     size_t n_mounts;
     struct jr_mount mounts[JR_MAX_MOUNTS];
 };
+
+/* The plan's network modes (issue 17). */
+enum { JR_NET_NONE = 0, JR_NET_HOST = 1, JR_NET_PRIVATE = 2 };
 
 #define JR_UNSET (~0ULL)    /* an option that was not given */
 

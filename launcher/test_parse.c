@@ -94,7 +94,8 @@ int main(void)
                               "uid_min = -5\n", "images_dir /x\n", "uid_min = 5\nuid_max = 4\n",
                               "uid_min = 0\n", "uid_min = 1\nuid_min = 1\n", "# \f\nuid_min = 20000\n",
                               "# caf\xe9\n", "uid_min = 2\r\n", "default_procs = \xc2\xb2\n",
-                              "jails_dir = /srv/../etc\n", "cgroup_name = -_-\n"};
+                              "jails_dir = /srv/../etc\n", "cgroup_name = -_-\n",
+                              "net_pool4 = 10.0.0.0/8 x\n", "net_host = 2\n", "net_dns = 1;2\n"};
     for (size_t i = 0; i < sizeof bad_conf / sizeof bad_conf[0]; i++) {
         int r = jr_parse_config(bad_conf[i], strlen(bad_conf[i]), &cfg, err, sizeof err);
         CHECK(r < 0 && err[0] && !strchr(err, '\n'), bad_conf[i]);
@@ -119,7 +120,9 @@ int main(void)
     const char *full = "images_dir = /i\ntenants_dir = /t\njails_dir = /j\nrun_dir = /r\nmount_helper = /m\n"
                        "python = /p\nlib_dir = /l\nallowed_callers = 0 33 1000\nuid_min = 1\nuid_max = 4294967294\n"
                        "cgroup_name = c-g_1\ndefault_cpu = 1\ndefault_mem = 2\ndefault_procs = 3\n"
-                       "default_fsize = 4\ndefault_nofile = 5\ndefault_wall = 6\n";
+                       "default_fsize = 4\ndefault_nofile = 5\ndefault_wall = 6\n"
+                       "net_bridge = br1\nnet_pool4 = 10.1.0.0/16\nnet_pool6 = fd00::/64\nnet_dns = 10.1.0.1,fd00::1\n"
+                       "net_egress = route\nnet_host = 1\n";
     size_t n = 0;
     CHECK(jr_parse_config(full, strlen(full), &parsed, err, sizeof err) == 0 &&
               (n = jr_config_render(&parsed, text, sizeof text)) == strlen(full) && strcmp(text, full) == 0,
@@ -141,7 +144,15 @@ int main(void)
     CHECK(plan_with("net 0", "net 0\nevil 1", err) < 0, "an unknown key is refused");
     CHECK(plan_with("hostname alice", "hostname ali ce", err) < 0, "a bad hostname is refused");
     CHECK(plan_with("name alice", "name ../x", err) < 0, "a bad name in the plan is refused");
-    CHECK(plan_with("net 0", "net 2", err) < 0, "net is 0 or 1");
+    CHECK(plan_with("net 0", "net 2", err) < 0, "net is 0, 1 or private");
+    CHECK(plan_with("net 0", "net Private", err) < 0, "net private is lower-case");
+    {
+        static char buf[8192];
+        const char *at = strstr(PLAN, "net 0");
+        snprintf(buf, sizeof buf, "%.*snet private%s", (int)(at - PLAN), PLAN, at + 5);
+        CHECK(parse_plan_text(buf, &plan, err) == 0 && plan.net == JR_NET_PRIVATE, "net private (issue 17)");
+        CHECK(plan_with("net 0", "net 1", err) == 0, "net 1: an old plan's host network still parses");
+    }
     CHECK(plan_with("image 0123456789abcdef", "image 0123456789ABCDEF", err) < 0, "an image id is lower-case hex");
     CHECK(plan_with("home /home/alice", "home /home/alice/", err) < 0, "home in normal form");
     CHECK(plan_with("gid 10001", "gid 4294967295", err) < 0, "gid (gid_t)-1 is refused");

@@ -59,8 +59,20 @@ options:
     description: Hostname inside the jail. Defaults to the name.
     type: str
   net:
-    description: Whether C(jailrun --net) may give the jail the host network.
-    type: bool
+    description:
+      - The jail's network. V(none) or V(false) (the default) gives each session only C(lo).
+      - V(private) gives the tenant a network of its own while the jail is mounted (made at mount, removed at unmount,
+        so launches do not pay for it), a veth port on the node's bridge with an address from the node's pool
+        (C(net_pool4) in C(jailyard.conf)), behind an nftables policy that keeps it from the host's own addresses
+        (but the resolvers C(net_dns) names) and from every other tenant, and its own C(/etc/resolv.conf).
+        A mapping sets it up further - V(mode) (V(private)), V(address) (a static IPv4 address of the pool,
+        else one is leased while mounted), V(address6), V(egress) (an allow-list, each a CIDR or
+        C({cidr, proto, port}); unset allows anything but the host and other tenants) and V(publish) (host ports
+        forwarded to the tenant, each C({host_port, port, proto})). O(limits.net_rate) caps its rate.
+      - V(host) or V(true) lets C(jailrun --net) give the session the host's own network namespace. This is dangerous, the tenant
+        sees every host interface and reaches every service bound to 127.0.0.1. Refused unless C(jailyard.conf)
+        has C(net_host = 1).
+    type: raw
   limits:
     description:
       - Limits the launcher enforces; C(jailrun) options may only tighten them. 0 means unlimited.
@@ -84,6 +96,9 @@ options:
         type: int
       wall:
         description: Wall-clock seconds per session.
+        type: int
+      net_rate:
+        description: Bits per second each way for a O(net=private) jail (a tbf qdisc on both ends of its veth).
         type: int
   program:
     description:
@@ -156,7 +171,7 @@ options:
         type: str
       net:
         description: As O(net).
-        type: bool
+        type: raw
       limits:
         description: As O(limits); unset keys keep the jail's or the node's defaults.
         type: dict
@@ -178,6 +193,9 @@ options:
             type: int
           wall:
             description: Wall-clock seconds per session.
+            type: int
+          net_rate:
+            description: As O(limits.net_rate).
             type: int
       program:
         description: As O(program).
@@ -279,7 +297,7 @@ from ansible.module_utils.jailyard.config import CONFIG_OPTION, load_config
 from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, converge_many
 
-LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall")}
+LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall", "net_rate")}
 # One jail's options: the single form's, and each item of `jails` (unset: None, so the task's apply).
 ITEM_OPTIONS = {
     "name": {"type": "str"},
@@ -290,7 +308,7 @@ ITEM_OPTIONS = {
     "layout": {"type": "str", "choices": ["bind", "overlay"]},
     "image": {"type": "str"},
     "hostname": {"type": "str"},
-    "net": {"type": "bool"},
+    "net": {"type": "raw"},
     "limits": {"type": "dict", "options": LIMITS},
     "program": {"type": "str"},
     "service": {"type": "bool"},

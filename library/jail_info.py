@@ -74,6 +74,8 @@ jails:
            started: "2026-12-01T17:30:00Z", init: 4243, processes: 2, cpu_seconds: 0.12,
            memory_bytes: 3112960, memory_source: cgroup}
       root: /srv/jails/alice
+      net_address: 10.231.0.2
+      net_address6: null
       service: true
       service_status: {running: true, state: running, failures: 1, starts: 2, last_exit: 137, session: 4242,
                        next_start: null, pid: 4240, program: [/usr/bin/python3, /home/alice/app.py]}

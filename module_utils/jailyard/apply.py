@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry, service
+from . import leftovers, network, registry, service
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -40,6 +40,9 @@ class _Run:
 def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
     """Do the steps in order (the caller holds the tenant's lock, as `lock`)."""
     run = _Run(cfg, name, lock)
+    for step in steps:
+        if step.kind == "net-up":
+            network.preflight(cfg, name, step.net["net"])  # issue 17: refused before anything changes
     try:
         for step in steps:
             try:
@@ -174,6 +177,14 @@ def _remove_record(run: _Run, step: Step) -> None:
     leftovers.remove_run_record(Path(step.path))
 
 
+def _net_up(run: _Run, step: Step) -> None:
+    network.set_up(run.cfg, run.name, step.net["net"], step.net["limits"])
+
+
+def _net_down(run: _Run, step: Step) -> None:
+    network.tear_down(run.cfg, run.name, release_static=bool(step.net))
+
+
 def _drop_lock(run: _Run, step: Step) -> None:
     run.lock.unlink_locked()
 
@@ -199,4 +210,6 @@ APPLY = {
     "remove-root": _remove_root,
     "remove-record": _remove_record,
     "drop-lock": _drop_lock,
+    "net-up": _net_up,  # issue 17
+    "net-down": _net_down,
 }

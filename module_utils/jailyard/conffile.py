@@ -43,12 +43,21 @@ KEYS: dict[str, tuple[str, int, int, object]] = {
     "default_fsize": ("number", 0, INT_LIMIT, 1024 * 1024 * 1024),
     "default_nofile": ("number", 0, INT_LIMIT, 256),
     "default_wall": ("number", 0, INT_LIMIT, 0),
+    # issue 17, tenant networks: the launcher only accepts these; network.py checks what they mean.
+    "net_bridge": ("word", 0, 0, "jybr0"),
+    "net_pool4": ("word", 0, 0, "10.231.0.0/24"),
+    "net_pool6": ("word", 0, 0, "none"),
+    "net_dns": ("word", 0, 0, "none"),
+    "net_egress": ("word", 0, 0, "nat"),
+    "net_host": ("number", 0, 1, 0),
 }
 PATH_KEYS = tuple(k for k, entry in KEYS.items() if entry[0] == "path")
 DEFAULTS: dict = {k: entry[3] for k, entry in KEYS.items()}
 
 _ALLOWED = bytes([9, *range(0x20, 0x7F)])  # printable ASCII and tab only, comments included
 _CGROUP_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_WORD_CHARS = _CGROUP_CHARS | frozenset(".:/,")
+WORD_MAX = 255  # JR_WORD_MAX
 
 
 def _digits(s: str) -> bool:
@@ -87,6 +96,10 @@ def _value(key: str, value: str) -> object:
         if not _digits(value) or not low <= int(value) <= high:
             raise JailError(f"{key} must be a number from {low} to {high}, got {_short(value)}")
         return int(value)
+    if kind == "word":
+        if not (value and _WORD_CHARS.issuperset(value) and len(value) <= WORD_MAX):
+            raise JailError(f"{key} must be [A-Za-z0-9_.:/,-]{{1,{WORD_MAX}}}, got {_short(value)}")
+        return value
     if not (value and _CGROUP_CHARS.issuperset(value) and value.strip("_-") and len(value) <= CGROUP_NAME_MAX):
         raise JailError(f"{key} must be [A-Za-z0-9_-]{{1,{CGROUP_NAME_MAX}}} with a letter or digit, got {_short(value)}")
     return value

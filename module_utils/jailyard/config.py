@@ -38,6 +38,13 @@ class Config:
     default_fsize: int = DEFAULTS["default_fsize"]
     default_nofile: int = DEFAULTS["default_nofile"]
     default_wall: int = DEFAULTS["default_wall"]
+    # issue 17: tenant networks (network.NetConf reads and checks them)
+    net_bridge: str = DEFAULTS["net_bridge"]
+    net_pool4: str = DEFAULTS["net_pool4"]
+    net_pool6: str = DEFAULTS["net_pool6"]
+    net_dns: str = DEFAULTS["net_dns"]
+    net_egress: str = DEFAULTS["net_egress"]
+    net_host: int = DEFAULTS["net_host"]
     path: Path | None = None
 
     def default_limits(self) -> dict[str, int]:

@@ -144,6 +144,10 @@ class _Step:
                 return "kept_in_use", ""
             try:
                 detach_jail(f"{self.jails}/{name}", self.by_jail.get(name, []), root_mounted=name not in self.partial)
+                if os.access(f"{cfg.run_dir}/net/{name}.json", os.F_OK):
+                    from .network import tear_down  # issue 17: a private network goes with the mounts
+
+                    tear_down(cfg, name, release_static=False)
             except JailError as exc:
                 return "error", str(exc)
             return "unmounted", ""

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry
+from . import leftovers, network, registry
 from .apply import apply_steps
 from .config import Config
 from .errors import JailError
@@ -175,7 +175,8 @@ def mount_tenant(cfg: Config, name: str, lock_held: bool = False) -> Result:
         plan = registry.load_plan(cfg, name) or mount_plan(cfg, spec)
         present = [is_mount_root(t) for t in plan.targets()]
         current = resolve_image(cfg, "current") if spec.image == "current" and not any(present) else None
-        steps = plan_mount(cfg, spec, plan, present, current)[1]
+        net_ok = network.is_up(cfg, name, spec.net, spec.limits)  # issue 17: a private network is repaired too
+        steps = plan_mount(cfg, spec, plan, present, current, net_ok)[1]
         apply_steps(cfg, name, steps, lock)
     result.actions = [s.action for s in steps if s.action]
     result.changed = bool(result.actions)
@@ -224,6 +225,10 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
             "service": spec.service,
             "service_status": service_facts(cfg, name),
         }
+        if network.is_private(spec.net):
+            record = network.read_record(cfg, name) or {}  # issue 17: its addresses while mounted
+            fact["net_address"] = record.get("address")
+            fact["net_address6"] = record.get("address6")
         if disk_usage:
             fact["disk_usage"] = _disk_usage(cfg.tenant_dir(name))
         facts.append(fact)

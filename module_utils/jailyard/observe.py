@@ -11,7 +11,7 @@ import os
 import stat
 from typing import Any
 
-from . import leftovers, registry
+from . import leftovers, network, registry
 from .config import Config
 from .image import resolve_image
 from .kernel import is_mount_root
@@ -23,7 +23,7 @@ from .spec import TenantSpec
 
 # What a tenant dir holds: directories, then files, as the planner makes them.
 TENANT_DIRS = ("home", "etc", "tmp", "upper", "work")
-TENANT_FILES = ("etc/passwd", "etc/group", "plan", "tenant.json")
+TENANT_FILES = ("etc/passwd", "etc/group", "etc/resolv.conf", "plan", "tenant.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Observed:
     cgroups: list[str] = dataclasses.field(default_factory=list)
     run_records: list[str] = dataclasses.field(default_factory=list)
     current_image: str | None = None
+    net: dict | None = None  # issue 17: what there is of the tenant's own network (network.observe)
+    net_leases: list[str] = dataclasses.field(default_factory=list)  # its addresses, read for a removal
 
     def state(self) -> str:
         if self.spec is None:
@@ -122,6 +124,9 @@ def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check:
         # A running service's state goes with its loop (stopped first); a dead loop's is a leftover.
         own = str(cfg.run_dir / "services" / name) if obs.service else None
         obs.run_records = [str(p) for p in leftovers.run_records(cfg, name) if str(p) != own]
+    obs.net = network.observe(cfg, name)
+    if purge or image is None:
+        obs.net_leases = network.leases_of(cfg, name)  # a kept static address: released by a removal
     if image == "current" and not obs.mounted:
         obs.current_image = resolve_image(cfg, "current")
     return obs

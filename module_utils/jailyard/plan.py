@@ -55,7 +55,7 @@ class MountPlan(Record):
     home: str
     root: str  # the jail root on the host
     image: str
-    net: bool
+    net: bool | str  # False: none, True: host, "private": the tenant's own namespace (issue 17)
     limits: dict[str, int]
     mounts: tuple[MountEntry, ...]
 
@@ -69,7 +69,7 @@ class MountPlan(Record):
             f"home {self.home}",
             f"root {self.root}",
             f"image {self.image}",
-            f"net {int(self.net)}",
+            f"net {self.net if isinstance(self.net, str) else int(self.net)}",
         ]
         lines += [f"limit {key} {self.limits.get(key, 0)}" for key in LIMIT_KEYS]
         lines += [m.render() for m in self.mounts]
@@ -111,7 +111,7 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             home=fields["home"],
             root=fields["root"],
             image=fields["image"],
-            net=fields["net"] == "1",
+            net="private" if fields["net"] == "private" else fields["net"] == "1",
             limits=limits,
             mounts=tuple(mounts),
         )

@@ -12,6 +12,7 @@ import dataclasses
 import shlex
 from typing import Any
 
+from . import network
 from .config import Config
 from .errors import JailError
 from .image import image_rootfs
@@ -40,6 +41,7 @@ class Step:
     detach: bool = False  # unmount: lazily (force)
     durable: bool = False  # write-file: fsync it (the run syncs the filesystem once otherwise)
     hint: Any = None  # unmount: this jail's lines of a shared mount table read, or None
+    net: Any = None  # issue 17: net-up: {"net", "limits"}; net-down: whether a static address is released too
 
 
 @dataclasses.dataclass
@@ -76,14 +78,16 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
     steps += _creation(cfg, obs, spec, plan)
     mounted = list(obs.mounted)
     if want.state == "mounted":
-        plan, mount_steps = plan_mount(cfg, spec, plan, [t in obs.mounted for t in plan.targets()], obs.current_image)
-        steps = _service_stop(obs, spec) + steps + mount_steps + _service_start(obs, spec)
+        net_ok = network.is_up(cfg, spec.name, spec.net, spec.limits, obs.net or {})
+        present = [t in obs.mounted for t in plan.targets()]
+        plan, mount_steps = plan_mount(cfg, spec, plan, present, obs.current_image, net_ok)
+        steps = _service_stop(obs, spec) + steps + _net_down(obs, spec) + mount_steps + _service_start(obs, spec)
         mounted = plan.targets()
     elif want.state == "unmounted":
         steps += _unmount(cfg, obs, want.force, flags)
         mounted = []
     else:
-        steps = _service_stop(obs, spec) + steps
+        steps = _service_stop(obs, spec) + steps + _net_down(obs, spec)
     if mounted and set(plan.targets()) <= set(mounted):
         after_state = "mounted"
     else:
@@ -119,8 +123,11 @@ def _dirs(spec: TenantSpec) -> list[tuple[str, int, int, int]]:
     return dirs
 
 
-def _files(spec: TenantSpec, plan: MountPlan) -> list[tuple[str, str]]:
-    return [("etc/passwd", spec.passwd()), ("etc/group", spec.group()), ("plan", plan.render()), ("tenant.json", spec.to_json())]
+def _files(cfg: Config, spec: TenantSpec, plan: MountPlan) -> list[tuple[str, str]]:
+    files = [("etc/passwd", spec.passwd()), ("etc/group", spec.group()), ("plan", plan.render()), ("tenant.json", spec.to_json())]
+    if network.is_private(spec.net):
+        files.insert(2, ("etc/resolv.conf", network.resolv_conf(cfg)))  # issue 17: bound over the image's
+    return files
 
 
 def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> list[Step]:
@@ -132,7 +139,7 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
             Step("make-staging"),
         ]
         steps += [Step("ensure-dir", path=p, where="staging", mode=m, uid=u, gid=g) for p, m, u, g in _dirs(spec)]
-        steps += [Step("write-file", path=p, where="staging", text=t) for p, t in _files(spec, plan)]
+        steps += [Step("write-file", path=p, where="staging", text=t) for p, t in _files(cfg, spec, plan)]
         steps.append(Step("publish"))
         return steps
     steps = [Step("keep-uid", uid=spec.uid)]
@@ -143,7 +150,7 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
         if entry is None or (entry.mode, entry.uid, entry.gid) != (mode, uid, gid):
             action = f"fix home of {name} (owner {uid}:{gid}, mode 0700)" if path == f"home/{name}" else f"fix {name}/{path}"
             steps.append(Step("ensure-dir", action, path=path, where="tenant", mode=mode, uid=uid, gid=gid))
-    for path, text in _files(spec, plan):
+    for path, text in _files(cfg, spec, plan):
         entry = obs.entries.get(path)
         if entry is None or entry.text != text or (entry.mode, entry.uid, entry.gid) != (0o644, 0, 0):
             steps.append(Step("write-file", f"write {name}/{path}", path=path, where="tenant", text=text))
@@ -175,12 +182,16 @@ def _service_start(obs: Observed, spec: TenantSpec) -> list[Step]:
 
 
 def plan_mount(
-    cfg: Config, spec: TenantSpec, plan: MountPlan, present: list[bool], current_image: str | None
+    cfg: Config, spec: TenantSpec, plan: MountPlan, present: list[bool], current_image: str | None, net_ok: bool = True
 ) -> tuple[MountPlan, list[Step]]:
-    """Mount what is missing; a fresh mount of a jail that follows 'current' first switches to the newest image."""
+    """Mount what is missing; a fresh mount of a jail that follows 'current' first switches to the newest image.
+
+    net_ok: whether a private network is set up as the spec asks (network.is_up); if not, it is set up
+    (or repaired) first, so the launcher finds both."""
+    net_steps = [] if net_ok else _net_up(spec)
     if all(present):
-        return plan, []
-    steps = []
+        return plan, net_steps
+    steps = net_steps
     if not any(present) and spec.image == "current" and current_image and current_image != spec.image_id:
         action = f"switch {spec.name} to image {current_image[:12]} (was {spec.image_id[:12]})"
         spec.image_id = current_image
@@ -193,6 +204,22 @@ def plan_mount(
     return plan, steps
 
 
+def _net_up(spec: TenantSpec) -> list[Step]:
+    """issue 17: make or repair the tenant's own network (network.set_up: all or nothing)."""
+    if not network.is_private(spec.net):
+        return []
+    return [Step("net-up", f"set up the network of {spec.name}", net={"net": spec.net, "limits": dict(spec.limits)})]
+
+
+def _net_down(obs: Observed, spec: TenantSpec | None, release_static: bool = False) -> list[Step]:
+    """issue 17: remove what there is of the tenant's network when it no longer has one (or is unmounted, removed)."""
+    if not obs.net and not (release_static and obs.net_leases):
+        return []
+    if spec is not None and network.is_private(spec.net) and not release_static:
+        return []
+    return [Step("net-down", f"remove the network of {obs.name}", net=release_static)]
+
+
 def _other_sessions(obs: Observed) -> list[int]:
     """The live sessions but the service's own, which stopping the service ends (issue 19)."""
     own = obs.service.get("session") if obs.service else None
@@ -202,7 +229,7 @@ def _other_sessions(obs: Observed) -> list[int]:
 def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> list[Step]:
     if not obs.mounted:
         # A service between two starts of its program (back-off) would mount the jail again.
-        return [Step("stop-service", f"stop the service of {obs.name}")] if obs.service else []
+        return ([Step("stop-service", f"stop the service of {obs.name}")] if obs.service else []) + _net_down(obs, None)
     sessions = _other_sessions(obs)
     if sessions and not force:
         raise JailError(
@@ -216,6 +243,7 @@ def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> 
     return [
         *steps,
         Step("unmount", f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}", path=root, detach=force, hint=obs.mount_table),
+        *_net_down(obs, None),
     ]
 
 
@@ -225,7 +253,8 @@ def plan_removal(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]
     sessions = _other_sessions(obs)
     if want.purge and sessions:
         raise JailError(f"jail {obs.name} has {len(sessions)} live session(s); purging it is refused")
-    steps = _unmount(cfg, obs, want.force, flags)
+    steps = [s for s in _unmount(cfg, obs, want.force, flags) if s.kind != "net-down"]
+    steps += _net_down(obs, None, release_static=True)
     steps += _clear_strays(obs, keep_uid=kept_uid)
     if want.purge and obs.cgroups:
         steps.append(Step("remove-cgroups", f"remove the cgroups of {obs.name}: {' '.join(obs.cgroups)}", paths=tuple(obs.cgroups)))

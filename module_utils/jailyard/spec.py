@@ -11,6 +11,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
+from . import network
 from .config import Config
 from .errors import JailError
 from .plan import LIMIT_KEYS, NAME_PATTERN, MountEntry, MountPlan, is_valid_name
@@ -35,7 +36,8 @@ class TenantSpec:
     image: str = "current"  # what was asked for: "current" or a pinned id
     image_id: str = ""  # the image the jail uses (resolved at create and at each fresh mount)
     hostname: str = ""
-    net: bool = False
+    # False (none), True (host) or, issue 17, {"mode": "private", ...} (network.normalize_net)
+    net: bool | dict[str, Any] = False
     limits: dict[str, int] = dataclasses.field(default_factory=dict)
     program: str | None = None
     packages: list[str] = dataclasses.field(default_factory=list)
@@ -69,8 +71,9 @@ class TenantSpec:
             if not isinstance(limits, dict):
                 raise JailError(f"limits of {name} must be a mapping, got {limits!r}")
             for key, value in limits.items():
-                if key not in LIMIT_KEYS:
-                    raise JailError(f"unknown limit {key!r} for {name}: expected one of {', '.join(LIMIT_KEYS)}")
+                if key not in LIMIT_KEYS and key not in network.NET_LIMIT_KEYS:
+                    known = ", ".join((*LIMIT_KEYS, *network.NET_LIMIT_KEYS))
+                    raise JailError(f"unknown limit {key!r} for {name}: expected one of {known}")
                 merged[key] = _int(f"limits.{key}", value)
         spec = cls(
             name=name,
@@ -79,7 +82,7 @@ class TenantSpec:
             layout="bind" if layout is None else layout,  # type: ignore[arg-type]
             image="current" if image is None else image,  # type: ignore[arg-type]
             hostname=name if not hostname else hostname,  # type: ignore[arg-type]
-            net=bool(net),
+            net=network.normalize_net(name, net),
             limits=merged,
             program=program,  # type: ignore[arg-type]
             packages=list(packages or []),  # type: ignore[call-overload]
@@ -106,6 +109,7 @@ class TenantSpec:
             raise JailError(f"invalid service {self.service!r} for {self.name}: expected true or false")
         if self.service:
             self.service_argv()
+        network.check_net(cfg, self.name, self.net, self.limits)
         for pkg in self.packages:
             if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
                 raise JailError(f"invalid package name {pkg!r} for {self.name}")
@@ -141,6 +145,8 @@ class TenantSpec:
             mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
         mounts.append(MountEntry("/etc/passwd", "bind", f"{tdir}/etc/passwd", ("ro", "nosuid", "nodev")))
         mounts.append(MountEntry("/etc/group", "bind", f"{tdir}/etc/group", ("ro", "nosuid", "nodev")))
+        if network.is_private(self.net):
+            mounts.append(MountEntry("/etc/resolv.conf", "bind", f"{tdir}/etc/resolv.conf", ("ro", "nosuid", "nodev")))
         return MountPlan(
             name=self.name,
             uid=self.uid,
@@ -149,8 +155,8 @@ class TenantSpec:
             home=f"/home/{self.name}",
             root=f"{cfg.jails_dir}/{self.name}",
             image=image_id,
-            net=self.net,
-            limits=dict(self.limits),
+            net="private" if network.is_private(self.net) else bool(self.net),
+            limits={k: v for k, v in self.limits.items() if k in LIMIT_KEYS},
             mounts=tuple(mounts),
         )
 

@@ -120,7 +120,7 @@ def test_variables_doc_is_generated_from_argument_specs() -> None:
 
     doc = (REPO / "docs" / "variables.md").read_text()
     assert doc == vars_table.document(), "docs/variables.md is stale: python tests/ansible/vars_table.py > docs/variables.md"
-    documented = set(re.findall(r"^\| `(jail_[a-z_]+)` \|", doc, flags=re.M))
+    documented = set(re.findall(r"^\| `(jail_[a-z0-9_]+)` \|", doc, flags=re.M))
     assert documented == role_variables()
 
 
@@ -134,7 +134,7 @@ def test_argument_specs_name_only_variables_that_exist() -> None:
     """A description once said `must match C(jail_base_image_dir)`, a variable no role has."""
     known = role_variables() | {p.name for p in (REPO / "roles").iterdir()} | {p.stem for p in (REPO / "library").glob("*.py")}
     for spec in REPO.glob("roles/*/meta/argument_specs.yml"):
-        named = set(re.findall(r"\bjail_[a-z_]+", spec.read_text()))
+        named = set(re.findall(r"\bjail_[a-z0-9_]+", spec.read_text()))
         assert named <= known, f"{spec.relative_to(REPO)} names {sorted(named - known)}, which no role or module has"
 
 

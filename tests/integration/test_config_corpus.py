@@ -192,6 +192,13 @@ def test_built_in_defaults_agree_c_python_and_role(build: Path) -> None:
         "uid_max": role["jail_launcher_uid_max"],
         "cgroup_name": role["jail_launcher_cgroup_name"],
         **{f"default_{k}": v for k, v in role["jail_launcher_default_limits"].items()},
+        # issue 17: as the role's template writes them
+        "net_bridge": role["jail_launcher_net_bridge"],
+        "net_pool4": role["jail_launcher_net_pool4"],
+        "net_pool6": role["jail_launcher_net_pool6"],
+        "net_dns": ",".join(role["jail_launcher_net_dns"]) or "none",
+        "net_egress": role["jail_launcher_net_egress"],
+        "net_host": int(role["jail_launcher_net_host"]),
     }
     assert from_role == DEFAULTS
 

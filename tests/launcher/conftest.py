@@ -124,6 +124,7 @@ def node():
             mount_helper=REPO / "bin" / "jailyard-mount",
             lib_dir=REPO / "module_utils",
             cgroup_name=CGROUP_NAME,
+            net_host=1,  # NET_TENANTS have net: host, which the config must allow (issue 17)
         )
         conf = base / "jailyard.conf"
         conf.write_text(cfg.render())

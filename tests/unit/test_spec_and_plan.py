@@ -92,9 +92,53 @@ def test_overlay_plan_has_upper_and_work_and_no_tmp_bind() -> None:
 
 
 def test_plan_file_roundtrip_is_exact() -> None:
-    spec = TenantSpec.build(CFG, "alice", 10001, net=True, limits={"wall": 30})
+    cfg = Config(net_host=1)
+    for net in (True, False, "private"):
+        spec = TenantSpec.build(cfg, "alice", 10001, net=net, limits={"wall": 30})
+        plan = spec.mount_plan(cfg, "abcdef01", Path("/img/rootfs"))
+        assert parse_plan(plan.render(), "plan") == plan
+
+
+def test_net_host_needs_the_config_to_allow_it() -> None:
+    """issue 17: `net: true` (host) shares the host's network; refused unless jailyard.conf has net_host = 1."""
+    with pytest.raises(JailError, match=r"net: host for alice is refused.*net_host = 0"):
+        TenantSpec.build(CFG, "alice", 10001, net=True)
+    assert TenantSpec.build(Config(net_host=1), "alice", 10001, net="host").net is True
+    assert TenantSpec.build(CFG, "alice", 10001, net="none").net is False
+
+
+def test_net_private_plan_and_resolv_conf() -> None:
+    """issue 17: a private tenant's plan says `net private` and binds its own resolv.conf; limits.net_rate stays out of the plan."""
+    spec = TenantSpec.build(CFG, "alice", 10001, net="private", limits={"net_rate": 10_000_000})
     plan = spec.mount_plan(CFG, "abcdef01", Path("/img/rootfs"))
-    assert parse_plan(plan.render(), "plan") == plan
+    assert "net private\n" in plan.render() and "net_rate" not in plan.render()
+    assert plan.mounts[-1].target == "/etc/resolv.conf"
+    with pytest.raises(JailError, match="net_rate of alice needs net: private"):
+        TenantSpec.build(CFG, "alice", 10001, limits={"net_rate": 1000})
+
+
+@pytest.mark.parametrize(
+    ("net", "error"),
+    [
+        ({"mode": "private", "address": "10.231.1.5"}, r"net.address 10.231.1.5 of alice is outside the pool 10.231.0.0/24"),
+        ({"mode": "private", "address": "10.231.0.1"}, r"net.address 10.231.0.1 of alice is outside the pool"),
+        ({"mode": "private", "address": "10.231.0.300"}, r"invalid net.address '10.231.0.300'"),
+        ({"mode": "private", "egress": ["10.0.0.1/8"]}, r"malformed CIDR '10.0.0.1/8' in net.egress of alice"),
+        ({"mode": "private", "egress": [{"cidr": "10.0.0.0/8", "port": 70000}]}, r"invalid port 70000"),
+        ({"mode": "private", "publish": [{"host_port": 80}, {"host_port": 80}]}, r"host port tcp/80 twice"),
+        ({"mode": "private", "bogus": 1}, r"unknown keys \['bogus'\]"),
+        ({"mode": "host", "address": "10.231.0.5"}, r"net mode host of alice takes no settings"),
+        ("bridged", r"invalid net 'bridged' for alice"),
+    ],
+)
+def test_net_bad_input_is_one_clear_error(net: object, error: str) -> None:
+    with pytest.raises(JailError, match=error):
+        TenantSpec.build(CFG, "alice", 10001, net=net)
+
+
+def test_net_malformed_pool_in_the_config() -> None:
+    with pytest.raises(JailError, match=r"malformed CIDR '10.0.0.1/24' in jailyard.conf net_pool4"):
+        TenantSpec.build(Config(net_pool4="10.0.0.1/24"), "alice", 10001, net="private")
 
 
 def test_plan_refuses_paths_with_whitespace() -> None:
