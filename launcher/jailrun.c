@@ -61,6 +61,7 @@
 #include "supervise.h"
 #include "template.h"
 #include "tree.h"
+#include "userns.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -99,6 +100,7 @@ static void usage(void)
            "  --meta FILE      write the result: status, exitcode or signal, cpu_user, cpu_sys, wall,\n"
            "                   mem_peak, killed_by (none, wall, cpu, memory, procs, fsize)\n"
            "  --net            keep the host network (only if the tenant's plan allows it)\n"
+           "  --user NAME|UID  admin tenants: run as this user of the jail's own /etc/passwd (default root)\n"
            "  --pty            give the program a terminal of the session's own (controlling terminal, job\n"
            "                   control), relayed to the caller's terminal on stdin, put in raw mode meanwhile\n"
            "  --help           this text\n"
@@ -352,6 +354,9 @@ int main(int argc, char **argv)
         pty_check_caller();
     load_plan(&l.cfg, l.args.name, &l.plan);
     resolve_limits(&l);
+    if (l.args.user && !l.plan.admin)
+        die(EXIT_USAGE, "--user: tenant '%s' is not an admin tenant; its programs run as itself", l.args.name);
+    l.userns_fd = l.plan.admin ? userns_open(&l.plan) : -1;
     int meta_fd = open_meta(l.args.meta, caller);
 
     /* The jail: its tree (mounted on demand), the template namespace, cgroups, PID 1. */
