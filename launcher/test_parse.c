@@ -165,15 +165,15 @@ int main(void)
     {
         char buf[4096];
         const char *cut = strstr(PLAN, "mount ");
-        snprintf(buf, sizeof buf, "%.*sadmin 1879703552\n%s", (int)(cut - PLAN), PLAN, cut);
-        CHECK(parse_plan_text(buf, &plan, err) == 0 && plan.admin == 1879703552UL, "the admin line lands in admin");
+        snprintf(buf, sizeof buf, "%.*sadmin 1002424320\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) == 0 && plan.admin == 1002424320UL, "the admin line lands in admin");
         snprintf(buf, sizeof buf, "%.*sadmin 4294901760\n%s", (int)(cut - PLAN), PLAN, cut);
         CHECK(parse_plan_text(buf, &plan, err) < 0, "an admin range past the last id is refused");
         snprintf(buf, sizeof buf, "%.*sadmin 0\n%s", (int)(cut - PLAN), PLAN, cut);
         CHECK(parse_plan_text(buf, &plan, err) < 0, "admin 0 is refused");
-        snprintf(buf, sizeof buf, "%.*sadmin 1879703552\nadmin 1879703552\n%s", (int)(cut - PLAN), PLAN, cut);
+        snprintf(buf, sizeof buf, "%.*sadmin 1002424320\nadmin 1002424320\n%s", (int)(cut - PLAN), PLAN, cut);
         CHECK(parse_plan_text(buf, &plan, err) < 0, "a second admin line is refused");
-        snprintf(buf, sizeof buf, "%sadmin 1879703552\n", PLAN);
+        snprintf(buf, sizeof buf, "%sadmin 1002424320\n", PLAN);
         CHECK(parse_plan_text(buf, &plan, err) < 0, "an admin line after the mounts is refused");
     }
 

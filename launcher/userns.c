@@ -58,6 +58,8 @@ int userns_open(const struct jr_plan *plan)
         die_with_error(EXIT_INTERNAL, "fork");
     if (pid == 0) {
         /* Only _exit here: the supervisor's exit handlers are not this process's. */
+        close(ready[0]);
+        close(go[1]);   /* else our own copy keeps the read below from ever seeing EOF */
         char c = unshare(CLONE_NEWUSER) == 0 ? '1' : '0';
         if (write(ready[1], &c, 1) != 1 || read(go[0], &c, 1) < 0) { /* the parent has gone */ }
         _exit(0);

@@ -17,10 +17,13 @@ import posix
 from . import kernel
 from .errors import JailError
 
-# The first id of the first admin tenant's range: just above systemd's container ranges
-# (0x00080000-0x6FFFFFFF, systemd's docs/UIDS-GIDS.md), so nspawn --private-users=pick never
-# picks ours. Each tenant gets COUNT ids: [base, base + COUNT), base a function of its uid.
-ADMIN_ID_BASE = 0x70000000
+# The first id of the first admin tenant's range. Each tenant gets COUNT ids: [base, base + COUNT),
+# base a function of its uid. 10^9 is above Debian's /etc/subuid allocations (useradd's
+# SUB_UID_MAX 600100000) and low enough that the whole default tenant range (uids 10000-59999)
+# fits below 2^32-2. It lies inside systemd's container range (0x00080000-0x6FFFFFFF,
+# systemd's UIDS-GIDS.md): a host that also runs nspawn --private-users=pick could collide,
+# which is why converge checks /etc/subuid, /etc/subgid, passwd and group (check_host_ids).
+ADMIN_ID_BASE = 1_000_000_000
 COUNT = 65536
 ID_MAX = 0xFFFFFFFE  # (uid_t)-1 is "no id"; the last usable id is one below
 
