@@ -128,6 +128,8 @@ def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
             params["program"] = args.program
         if getattr(args, "service", None) is not None:
             params["service"] = args.service
+        if getattr(args, "admin", False):
+            params["admin"] = True
         if getattr(args, "limit", None):
             params["limits"] = _limits(args.limit)
         if state in ("mounted", "unmounted") and params.get("uid") is None and load_spec(cfg, args.name) is None:
@@ -234,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--image", help="an image id or 'current' (default)")
             p.add_argument("--hostname", help="hostname inside the jail (default: the name)")
             p.add_argument("--net", action="store_true", help="allow the network (jailrun --net)")
+            p.add_argument(
+                "--admin", action="store_true", help="tenant root: run as uid 0 of its own user namespace (overlay layout, at creation)"
+            )
             p.add_argument(
                 "--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)} (mem, fsize: K, M, G, T suffixes)"
             )
