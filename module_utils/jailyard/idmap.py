@@ -32,6 +32,7 @@ CLONE_NEWUSER = 0x10000000
 SYS_UNSHARE = 272 if posix.uname().machine == "x86_64" else 97
 FSCONFIG_SET_FD = 5
 MAX_USERNS = "/proc/sys/user/max_user_namespaces"
+HOST_ID_FILES = ("/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid")
 
 
 def range_base(uid_min: int, uid: int) -> int:
@@ -46,11 +47,11 @@ def range_base(uid_min: int, uid: int) -> int:
     return base
 
 
-def check_host_ids(base: int, files: tuple[str, ...] = ("/etc/passwd", "/etc/group", "/etc/subuid", "/etc/subgid")) -> None:
+def check_host_ids(base: int, files: tuple[str, ...] | None = None) -> None:
     """Refuse a range that overlaps a host account or group (passwd, group) or a range the host
     gave out (subuid, subgid: podman rootless, LXD and nspawn users)."""
     end = base + COUNT
-    for path in files:
+    for path in HOST_ID_FILES if files is None else files:
         try:
             with open(path) as fh:
                 lines = fh.read().splitlines()
@@ -71,8 +72,9 @@ def check_host_ids(base: int, files: tuple[str, ...] = ("/etc/passwd", "/etc/gro
                 raise JailError(f"the admin id range {base}-{end - 1} overlaps {path}: {line!r}")
 
 
-def check_kernel(max_userns: str = MAX_USERNS) -> None:
-    """User namespaces are allowed (the path is a seam for the tests)."""
+def check_kernel(max_userns: str | None = None) -> None:
+    """User namespaces are allowed (MAX_USERNS is a seam for the tests: they point it at a file of their own)."""
+    max_userns = max_userns or MAX_USERNS
     try:
         with open(max_userns) as fh:
             value = fh.read().strip()
