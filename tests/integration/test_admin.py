@@ -98,6 +98,6 @@ def test_range_overlapping_a_host_subuid_range_is_refused(cfg: Config, tmp_path:
     subuid = tmp_path / "subuid"
     subuid.write_text(f"podman:{base + 1000}:65536\n")
     monkeypatch.setattr(idmap, "HOST_ID_FILES", (str(subuid),))
-    with pytest.raises(JailError, match="overlaps .*subuid"):
+    with pytest.raises(JailError, match=r"overlaps .*subuid"):
         converge(cfg, {"name": "lab1", "uid": 10010, "layout": "overlay", "admin": True, "state": "present"})
     nothing_made(cfg, "lab1", 10010)
