@@ -15,7 +15,11 @@
  * but careless: its environment, descriptors, umask and terminal never reach
  * the tenant. Anything malformed is refused with one line on stderr, a line
  * in the audit log and an exit code from 120 to 127 (docs/contracts.md); every
- * launch adds one line there too. The audit log (JAILRUN_AUDIT_LOG, fixed at
+ * launch adds one line there too. An admin tenant's program (plan line "admin BASE") runs
+ * instead as uid 0 of a user namespace mapping the tenant's own range of host
+ * ids, with a container runtime's default capabilities inside it and none on
+ * the host; every other namespace of its session is still made by host root
+ * and owned by the host's user namespace (userns.c). The audit log (JAILRUN_AUDIT_LOG, fixed at
  * build time) is appended to in a root-owned directory nobody else can write,
  * without following a symlink, whatever daemons run (a copy goes to syslog,
  * journald's or a syslog daemon's /dev/log, when there is one). Every value
