@@ -22,7 +22,10 @@ from pathlib import Path
 from .errors import JailError
 from .service import JAILRUN
 
-INSTALL_SCRIPT = 'd=$(mktemp -d) && tar -xf - -C "$d" && dpkg -i "$d"/*.deb; rc=$?; rm -rf "$d"; exit $rc'
+# Run by tenant root inside the jail, with the steps (from apt's own order) after it.
+INSTALL_HEAD = 'd=$(mktemp -d) && tar -xf - -C "$d" && (set -e; cd "$d"; '
+INSTALL_TAIL = '); rc=$?; rm -rf "$d"; exit $rc'
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
 
 
 def installed(status: str) -> set[str]:
@@ -49,8 +52,10 @@ def jail_status(name: str, jailrun: str = JAILRUN) -> str:
     return r.stdout.decode(errors="replace")
 
 
-def download(status: str, wanted: list[str], work: Path, sources: str | None = None) -> list[Path]:
-    """apt-get --download-only of `wanted` (and what they need) against `status`; the .debs it fetched."""
+def download(status: str, wanted: list[str], work: Path, sources: str | None = None) -> tuple[list[Path], list[tuple[str, str]]]:
+    """apt-get --download-only of `wanted` (and what they need) against `status`: the .debs it fetched,
+    and apt's order of the install (("Inst"|"Conf", package), from `apt-get -s`): a batch `dpkg -i`
+    would unpack a package before what it pre-depends on is configured."""
     (work / "archives" / "partial").mkdir(parents=True)
     (work / "status").write_text(status)
     opts = [
@@ -69,16 +74,38 @@ def download(status: str, wanted: list[str], work: Path, sources: str | None = N
             "-o", f"Dir::Cache={work}",
         ]  # fmt: skip
         run_apt(["apt-get", "-q", *opts, "update"])
-    run_apt(["apt-get", "-q", "-y", "--download-only", "--no-install-recommends", *opts, "install", *wanted])
-    return sorted((work / "archives").glob("*.deb"))
+    install = ["--no-install-recommends", *opts, "install", *wanted]
+    run_apt(["apt-get", "-q", "-y", "--download-only", *install])
+    order = []
+    for line in run_apt(["apt-get", "-q", "-s", *install]).splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("Inst", "Conf"):
+            order.append((parts[0], parts[1].split(":")[0]))
+    return sorted((work / "archives").glob("*.deb")), order
 
 
-def run_apt(argv: list[str]) -> None:
+def run_apt(argv: list[str]) -> str:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
     r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         raise JailError(f"{' '.join(argv[:2])} ... {argv[-1]} failed: {' / '.join(tail)}")
+    return r.stdout
+
+
+def install_script(debs: dict[str, str], order: list[tuple[str, str]]) -> str:
+    """The shell steps tenant root runs: `dpkg --unpack` and `dpkg --configure` in apt's order (debs: package -> file in the tar)."""
+    steps = []
+    for verb, pkg in order:
+        if not pkg or not NAME_CHARS.issuperset(pkg):
+            raise JailError(f"apt named an unexpected package {pkg!r}")
+        if verb == "Inst":
+            if pkg not in debs:
+                raise JailError(f"apt would install {pkg} but fetched no .deb of it")
+            steps.append(f"dpkg --unpack {debs[pkg]}")
+        else:
+            steps.append(f"dpkg --configure {pkg}")
+    return INSTALL_HEAD + "; ".join(steps) + INSTALL_TAIL
 
 
 def ensure_packages(name: str, packages: list[str], check: bool = False, jailrun: str = JAILRUN, sources: str | None = None) -> list[str]:
@@ -92,14 +119,18 @@ def ensure_packages(name: str, packages: list[str], check: bool = False, jailrun
         return missing
     with tempfile.TemporaryDirectory(prefix=f"jailyard-packages-{name}-") as tmp:
         work = Path(tmp)
-        debs = download(status, missing, work, sources)
+        debs, order = download(status, missing, work, sources)
         if not debs:
             raise JailError(f"apt-get fetched nothing for {', '.join(missing)} of {name}")
         bundle = work / "debs.tar"
+        files: dict[str, str] = {}
         with tarfile.open(bundle, "w") as tar:
-            for deb in debs:
-                tar.add(deb, arcname=deb.name)
-        r = _jailrun(jailrun, name, ["sh", "-c", INSTALL_SCRIPT], stdin=bundle.read_bytes())
+            for i, deb in enumerate(debs):
+                # The package a .deb holds (its file name encodes the version); in the tar as N.deb.
+                pkg = subprocess.run(["dpkg-deb", "-f", str(deb), "Package"], capture_output=True, text=True, check=True).stdout.strip()
+                files[pkg] = f"{i}.deb"
+                tar.add(deb, arcname=f"{i}.deb")
+        r = _jailrun(jailrun, name, ["sh", "-c", install_script(files, order)], stdin=bundle.read_bytes())
         if r.returncode != 0:
             raise JailError(f"dpkg -i in {name} failed: {r.stderr.decode(errors='replace').strip()[-500:]}")
     have = installed(jail_status(name, jailrun))
