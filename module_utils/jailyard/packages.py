@@ -95,7 +95,7 @@ def run_apt(argv: list[str]) -> str:
 
 def install_script(debs: dict[str, str], order: list[tuple[str, str]]) -> str:
     """The shell steps tenant root runs: `dpkg --unpack` and `dpkg --configure` in apt's order (debs: package -> file in the tar)."""
-    steps = []
+    steps: list[str] = []
     for verb, pkg in order:
         if not pkg or not NAME_CHARS.issuperset(pkg):
             raise JailError(f"apt named an unexpected package {pkg!r}")
@@ -103,6 +103,10 @@ def install_script(debs: dict[str, str], order: list[tuple[str, str]]) -> str:
             if pkg not in debs:
                 raise JailError(f"apt would install {pkg} but fetched no .deb of it")
             steps.append(f"dpkg --unpack {debs[pkg]}")
+        elif steps and steps[-1] == f"dpkg --unpack {debs.get(pkg)}":
+            # Unpacked and configured back to back: one `dpkg -i` (busybox's dpkg loses the
+            # package's stanza on a separate --configure).
+            steps[-1] = f"dpkg -i {debs[pkg]}"
         else:
             steps.append(f"dpkg --configure {pkg}")
     return INSTALL_HEAD + "; ".join(steps) + INSTALL_TAIL

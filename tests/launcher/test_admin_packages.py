@@ -75,3 +75,22 @@ def test_package_is_installed_by_tenant_root_persists_and_is_not_installed_twice
 def test_unknown_package_is_one_clear_error(node, pkg_tenant: str) -> None:
     with pytest.raises(JailError, match="no-such-package"):
         ensure_packages(NAME, ["no-such-package"], jailrun=node.jailrun, sources=pkg_tenant)
+
+
+def test_install_follows_apts_order_so_pre_dependencies_are_configured_first() -> None:
+    """python3 pre-depends on python3-minimal configured: a batch `dpkg -i` of both failed (seen with the Debian image)."""
+    from jailyard.packages import install_script
+
+    order = [
+        ("Inst", "python3-minimal"),
+        ("Conf", "python3-minimal"),
+        ("Inst", "libx"),
+        ("Inst", "python3"),
+        ("Conf", "libx"),
+        ("Conf", "python3"),
+    ]
+    script = install_script({"python3-minimal": "0.deb", "libx": "1.deb", "python3": "2.deb"}, order)
+    steps = script.split('(set -e; cd "$d"; ')[1].split(");")[0].split("; ")
+    assert steps == ["dpkg -i 0.deb", "dpkg --unpack 1.deb", "dpkg --unpack 2.deb", "dpkg --configure libx", "dpkg --configure python3"]
+    with pytest.raises(JailError, match="unexpected package"):
+        install_script({}, [("Conf", "x; rm -rf /")])
