@@ -40,7 +40,7 @@ def installed(status: str) -> set[str]:
 
 def _jailrun(jailrun: str, name: str, argv: list[str], stdin: bytes | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([jailrun, name, "--", *argv], input=stdin, capture_output=True, timeout=1800)
+        return subprocess.run([jailrun, name, "--", *argv], input=stdin, capture_output=True, timeout=1800, check=False)
     except OSError as exc:
         raise JailError(f"cannot run {jailrun}: {exc.strerror}") from exc
 
@@ -86,7 +86,7 @@ def download(status: str, wanted: list[str], work: Path, sources: str | None = N
 
 def run_apt(argv: list[str]) -> str:
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
-    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800, check=False)
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
         raise JailError(f"{' '.join(argv[:2])} ... {argv[-1]} failed: {' / '.join(tail)}")
