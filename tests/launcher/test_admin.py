@@ -100,6 +100,25 @@ def test_tenant_root_installs_into_usr_local_and_it_persists_under_mapped_ids(no
     run(node, "chown", "0:0", "/etc")
 
 
+def test_tenant_roots_capabilities_are_the_documented_set_and_only_inside(node, admin: int) -> None:
+    """CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP SYS_CHROOT AUDIT_WRITE SETFCAP (design.md, "Tenant root"):
+    no SYS_ADMIN, DAC_READ_SEARCH, SYS_PTRACE, NET_*, MKNOD; and all of them in its own user namespace, not the host's."""
+    bits = (0, 1, 3, 4, 5, 6, 7, 8, 18, 29, 31)
+    want = f"{sum(1 << b for b in bits):016x}"
+    r = run(node, "sh", "-c", "grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status; readlink /proc/self/ns/user")
+    assert r.returncode == 0, r.stderr
+    caps = dict(line.split(":\t") for line in r.stdout.splitlines()[:3])
+    assert caps == {"CapPrm": want, "CapEff": want, "CapBnd": want}
+    assert r.stdout.splitlines()[3] != os.readlink("/proc/self/ns/user"), "a user namespace of its own"
+
+
+def test_services_tenant_root_starts_end_with_the_session(node, admin: int) -> None:
+    r = run(node, "sh", "-c", "sleep 1000 & echo started")
+    assert (r.returncode, r.stdout) == (0, "started\n"), r.stderr
+    left = subprocess.run(["pgrep", "-u", str(admin), "sleep"], capture_output=True, text=True).stdout
+    assert left == "", f"tenant root's background sleep outlived its session: {left}"
+
+
 def test_the_image_looks_root_owned_inside(node, admin: int) -> None:
     r = run(node, "stat", "-c", "%u:%g", "/bin/busybox", "/")
     assert (r.returncode, r.stdout) == (0, "0:0\n0:0\n"), r.stderr
