@@ -109,6 +109,7 @@ options:
         are resolved and downloaded on the host with C(apt-get --download-only) (the jail needs no network), then
         installed into its overlay by tenant root with C(dpkg -i); already installed ones are left alone. The
         result lists them in RV(installed).
+      - Not acted on in a run with O(state=unmounted) (installing mounts the jail).
       - Without O(admin), registry information only.
     type: list
     elements: str
@@ -400,7 +401,10 @@ def _install_packages(results: list, check: bool, sources: str | None, module: A
     done: dict[str, list[str]] = {}
     for r in results:
         spec = r.after.get("spec") or {}
-        if not spec.get("admin") or not spec.get("packages"):
+        if not spec.get("admin") or not spec.get("packages") or r.after.get("state") == "unmounted":
+            continue  # an unmounted jail stays so: its packages wait for the next present or mounted run
+        if check and (r.before.get("spec") is None):
+            done[r.name] = list(spec["packages"])  # a jail check mode did not create: every package would be installed
             continue
         try:
             names = ensure_packages(r.name, spec["packages"], check=check, sources=sources)

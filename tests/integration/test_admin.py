@@ -3,11 +3,15 @@ and bad input refused with one clear error before anything is made."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from jailtest import ansible_env
 from jailyard import idmap, registry
 from jailyard.config import Config
 from jailyard.errors import JailError
@@ -100,4 +104,38 @@ def test_range_overlapping_a_host_subuid_range_is_refused(cfg: Config, tmp_path:
     monkeypatch.setattr(idmap, "HOST_ID_FILES", (str(subuid),))
     with pytest.raises(JailError, match=r"overlaps .*subuid"):
         converge(cfg, {"name": "lab1", "uid": 10010, "layout": "overlay", "admin": True, "state": "present"})
+    nothing_made(cfg, "lab1", 10010)
+
+
+def adhoc(cfg: Config, tmp_path: Path, args: dict, *extra: str) -> tuple[bool, dict]:
+    """`ansible localhost -m jail -a JSON` (as tests/integration/test_modules.py runs it); (ok, result)."""
+    ansible = Path(sys.executable).parent / "ansible"
+    if not ansible.exists():
+        pytest.skip("ansible is not installed next to this python")
+    env = ansible_env(ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+    cmd = [
+        str(ansible),
+        "localhost",
+        "-c",
+        "local",
+        "-i",
+        "localhost,",
+        "-m",
+        "jail",
+        "-a",
+        json.dumps({**args, "config": str(cfg.path)}),
+        *extra,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    return out.returncode == 0, json.loads(out.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+def test_jail_module_check_mode_of_a_new_admin_jail_reports_its_packages_and_makes_nothing(cfg: Config, tmp_path: Path) -> None:
+    args = {"name": "lab1", "uid": 10010, "layout": "overlay", "admin": True, "packages": ["python3"], "state": "present"}
+    ok, result = adhoc(cfg, tmp_path, args, "--check")
+    assert ok, result
+    assert result["changed"] and result["installed"] == {"lab1": ["python3"]}
+    nothing_made(cfg, "lab1", 10010)
+    ok, result = adhoc(cfg, tmp_path, {**args, "layout": "bind"})
+    assert not ok and "needs layout: overlay" in result["msg"]
     nothing_made(cfg, "lab1", 10010)
