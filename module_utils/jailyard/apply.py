@@ -121,6 +121,9 @@ def _seed_admin_etc(run: _Run, step: Step) -> None:
     """An admin jail's /etc/passwd and /etc/group in its new, still empty upper layer: the image's,
     plus the tenant's own account, owned by tenant root (step.uid: uid 0 inside)."""
     user, group = step.text.split("|")
+    # Tenant root's upper layer holds setuid files of its ids: no host user may reach it by path
+    # (through the mounted jail they are nosuid). Everything that reads the tenant dir runs as root.
+    os.chmod(run.base(step), 0o700)
     etc = run.base(step) / "upper" / "etc"
     os.mkdir(etc, 0o755)
     os.chown(etc, step.uid, step.uid)

@@ -234,14 +234,22 @@ def test_setuid_and_device_files_made_by_tenant_root_are_powerless_on_the_host(n
         node,
         "sh",
         "-c",
-        "cp /bin/busybox /home/suid && chmod 4755 /home/suid && chown 0:0 /home/suid; cp /bin/busybox /usr/suid && chmod 4755 /usr/suid",
+        "cp /bin/busybox /home/suid && chmod 4755 /home/suid && chown 0:0 /home/suid; mkdir -p /usr/local/sbin && cp /bin/busybox /usr/local/sbin/id && chmod 4755 /usr/local/sbin/id",
     )
     assert r.returncode == 0, r.stderr
-    for path in (node.cfg.tenants_dir / ADMIN / "upper/usr/suid",):
+    for path in (node.cfg.tenants_dir / ADMIN / "upper/usr/local/sbin/id",):
         st = path.stat()
         assert st.st_uid == admin and st.st_uid != 0, "tenant root's setuid-root file is owned by its mapped id on the host"
+    # Host users cannot reach the upper layer by path (the tenant dir is 0700), and through the
+    # mounted jail the file is nosuid: it runs as the caller.
+    tdir = node.cfg.tenants_dir / ADMIN
+    assert tdir.stat().st_mode & 0o777 == 0o700
+    r = subprocess.run(["/bin/ls", str(tdir / "upper/usr")], capture_output=True, text=True, user=65534)
+    assert r.returncode != 0
+    r = subprocess.run([str(node.cfg.jails_dir / ADMIN / "usr/local/sbin/id"), "-u"], capture_output=True, text=True, user=65534)
+    assert r.stdout == "65534\n", (r.stdout, r.stderr)
     # Tenant root's uid 0 cannot be chowned to outside the map (host root is not in it).
-    r = run(node, "sh", "-c", "chown 65536 /usr/suid")
+    r = run(node, "sh", "-c", "chown 65536 /usr/local/sbin/id")
     assert r.returncode != 0
 
 
