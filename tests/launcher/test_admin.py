@@ -181,6 +181,20 @@ def test_tenant_root_is_refused(node, admin: int, what: str) -> None:
     assert r.stdout.startswith("STOPPED")
 
 
+def test_tenant_root_overwriting_the_image_changes_only_its_upper_layer(node, admin: int) -> None:
+    image = node.cfg.images_dir / "0123456789abcdef" / "rootfs"
+    before = tree_hash(image)
+    r = run(node, "sh", "-c", "echo pwned > /bin/busybox.new && cat /bin/busybox.new > /etc/debian_version && rm -f /bin/sh && echo ok")
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert tree_hash(image) == before, "the shared image changed"
+    assert (image / "etc/debian_version").read_text() == "12.0\n"
+    upper = node.cfg.tenants_dir / ADMIN / "upper"
+    assert (upper / "etc/debian_version").read_text() == "pwned\n"
+    run(node, "/bin/busybox", "sh", "-c", "rm /etc/debian_version /bin/busybox.new && ln -s busybox /bin/sh")
+    # Whiteouts of the removed /bin/sh went into the upper too; after the link the jail is whole again.
+    assert run(node, "sh", "-c", "echo back").stdout == "back\n"
+
+
 def test_tenant_root_cannot_change_the_host_network_even_with_net(node, admin: int) -> None:
     """With --net (if allowed) the session shares the host's network namespace, owned by the host: no capability there."""
     converge(node.cfg, {"name": ADMIN, "net": True, "state": "present"})
