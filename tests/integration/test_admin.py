@@ -139,3 +139,22 @@ def test_jail_module_check_mode_of_a_new_admin_jail_reports_its_packages_and_mak
     ok, result = adhoc(cfg, tmp_path, {**args, "layout": "bind"})
     assert not ok and "needs layout: overlay" in result["msg"]
     nothing_made(cfg, "lab1", 10010)
+
+
+def test_a_filesystem_without_idmapped_mounts_is_one_clear_error() -> None:
+    """procfs cannot be idmapped: the converge-time probe says so for an images dir on such a filesystem."""
+    with pytest.raises(JailError, match="needs idmapped mounts on /proc"):
+        idmap.check_idmapped_mounts("/proc", idmap.ADMIN_ID_BASE)
+
+
+def test_jailctl_creates_an_admin_jail(cfg: Config) -> None:
+    jailctl = Path(__file__).resolve().parents[2] / "bin" / "jailctl"
+    out = subprocess.run(
+        ["/usr/bin/python3", str(jailctl), "--config", str(cfg.path), "create", "lab1", "--uid", "10010", "--layout", "overlay", "--admin"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    spec = TenantSpec.from_json((cfg.tenants_dir / "lab1/tenant.json").read_text(), "lab1")
+    assert spec.admin and spec.admin_ids == idmap.range_base(cfg.uid_min, 10010)
+    converge(cfg, {"name": "lab1", "state": "absent", "purge": True})
