@@ -56,7 +56,9 @@ static int write_map(pid_t pid, const char *file, const char *text)
  * CLONE_VM, so making it copies no page tables: this is on every admin launch). */
 static int hold_namespace(void *arg)
 {
-    (void)arg;
+    /* A supervisor killed meanwhile (SIGKILL from a caller's timeout) takes it along. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != *(pid_t *)arg)
+        _exit(0);
     for (;;)
         pause();
     return 0;
@@ -66,9 +68,20 @@ int userns_open(const struct jr_plan *plan)
 {
     static char stack[16384] __attribute__((aligned(16)));
     char path[64], text[192];
-    pid_t pid = clone(hold_namespace, stack + sizeof stack, CLONE_NEWUSER | CLONE_VM | SIGCHLD, NULL);
-    if (pid < 0)
+    /* Every signal blocked while the child lives: sharing our memory, it must never run one of
+     * our handlers (a Ctrl-C reaches the whole process group). SIGKILL ends it all the same. */
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    static pid_t parent;
+    parent = getpid();
+    pid_t pid = clone(hold_namespace, stack + sizeof stack, CLONE_NEWUSER | CLONE_VM | SIGCHLD, &parent);
+    if (pid < 0) {
+        int err = errno;
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        errno = err;
         die_with_error(EXIT_INTERNAL, "cannot create the tenant's user namespace (is /proc/sys/user/max_user_namespaces 0?)");
+    }
     const char *failed = NULL;
     int fd = -1;
     map_text(text, sizeof text, plan->admin, plan->uid);
@@ -85,6 +98,7 @@ int userns_open(const struct jr_plan *plan)
     kill(pid, SIGKILL);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
+    sigprocmask(SIG_SETMASK, &old, NULL);
     errno = saved;
     if (failed)
         die_with_error(EXIT_INTERNAL, "cannot %s the tenant's user namespace", failed);
