@@ -128,6 +128,8 @@ def _change(state: str) -> Callable[[Config, argparse.Namespace], Any]:
             params["program"] = args.program
         if getattr(args, "service", None) is not None:
             params["service"] = args.service
+        if getattr(args, "admin", False):
+            params["admin"] = True
         if getattr(args, "limit", None):
             params["limits"] = _limits(args.limit)
         if state in ("mounted", "unmounted") and params.get("uid") is None and load_spec(cfg, args.name) is None:
@@ -239,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                 const="host",
                 choices=["none", "host", "private"],
                 help="the network: private (its own, made at mount), host (bare --net: jailrun --net; needs net_host = 1) or none",
+            )
+            p.add_argument(
+                "--admin", action="store_true", help="tenant root: run as uid 0 of its own user namespace (overlay layout, at creation)"
             )
             p.add_argument(
                 "--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)} (mem, fsize: K, M, G, T suffixes)"

@@ -69,6 +69,10 @@ void load_plan(const struct jr_config *cfg, const char *name, struct jr_plan *pl
     if (plan->uid < cfg->uid_min || plan->uid > cfg->uid_max || plan->gid < cfg->uid_min || plan->gid > cfg->uid_max)
         die(EXIT_TENANT, "plan of '%s': uid %lu or gid %lu is outside the tenant range %lu-%lu", name, plan->uid,
             plan->gid, cfg->uid_min, cfg->uid_max);
+    /* Tenant root's ids: never host root's nor a plain tenant's (the range starts above the tenant range). */
+    if (plan->admin && plan->admin <= cfg->uid_max)
+        die(EXIT_TENANT, "plan of '%s': admin ids from %lu overlap the tenant range %lu-%lu", name, plan->admin,
+            cfg->uid_min, cfg->uid_max);
 }
 
 void resolve_limits(struct launch *l)
@@ -90,7 +94,7 @@ static const struct {
     int has_arg;
 } known_options[] = {
     {"cwd", 1},   {"env", 1}, {"timeout", 1}, {"cpu", 1}, {"mem", 1},  {"procs", 1},
-    {"fsize", 1}, {"nofile", 1}, {"meta", 1}, {"net", 0}, {"help", 0}, {"pty", 0},
+    {"fsize", 1}, {"nofile", 1}, {"meta", 1}, {"net", 0}, {"help", 0}, {"pty", 0}, {"user", 1},
 };
 
 /* The option `arg` ("--name", no "=value") names, or -1 if none or more than one. */

@@ -8,6 +8,7 @@
 #include "pty.h"
 #include "tree.h"
 #include "seccomp_filter.h"
+#include "userns.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -209,16 +210,24 @@ static void run_program(const struct launch *l)
     if (setsid() < 0)
         die_with_error(EXIT_INTERNAL, "setsid");
     apply_rlimits(l->lim);
-    drop_privileges(plan, 1);
-    umask(077);
-    const char *cwd = args->cwd ? args->cwd : plan->home;
+    /* Tenant root: the user namespace and who the program runs as there (userns.c). */
+    struct jail_user who = {.uid = plan->uid, .gid = plan->gid};
+    snprintf(who.name, sizeof who.name, "%s", plan->name);
+    snprintf(who.home, sizeof who.home, "%s", plan->home);
+    if (plan->admin)
+        userns_become(l, &who);
+    else
+        drop_privileges(plan, 1);
+    umask(plan->admin ? 022 : 077);
+    const char *cwd = args->cwd ? args->cwd : who.home;
     if (chdir(cwd) < 0) {
         if (args->cwd)
             die_with_error(EXIT_USAGE, "cannot change to --cwd %s", cwd);
         die_with_error(EXIT_INTERNAL, "cannot change to the home directory %s", cwd);
     }
-    if (clearenv() != 0 || setenv("PATH", JAIL_PATH, 1) < 0 || setenv("HOME", plan->home, 1) < 0 ||
-        setenv("USER", plan->name, 1) < 0 || setenv("LOGNAME", plan->name, 1) < 0 || setenv("SHELL", "/bin/sh", 1) < 0 ||
+    const char *path = plan->admin ? JAIL_ADMIN_PATH : JAIL_PATH;
+    if (clearenv() != 0 || setenv("PATH", path, 1) < 0 || setenv("HOME", who.home, 1) < 0 ||
+        setenv("USER", who.name, 1) < 0 || setenv("LOGNAME", who.name, 1) < 0 || setenv("SHELL", "/bin/sh", 1) < 0 ||
         setenv("LANG", "C.UTF-8", 1) < 0)
         die_with_error(EXIT_INTERNAL, "environment");
     for (size_t i = 0; i < args->n_env; i++) {
@@ -235,6 +244,8 @@ static void run_program(const struct launch *l)
         die_with_error(EXIT_INTERNAL, "close_range");
     scope_abstract_sockets();
     install_seccomp();
+    if (plan->admin)
+        userns_seccomp();
     /* --pty: the terminal last, so every error up to the exec reaches the caller's stderr,
      * which nobody relays from the session's terminal yet. */
     int caller_err = -1;

@@ -16,7 +16,11 @@
  * but careless: its environment, descriptors, umask and terminal never reach
  * the tenant. Anything malformed is refused with one line on stderr, a line
  * in the audit log and an exit code from 120 to 127 (docs/contracts.md); every
- * launch adds one line there too. The audit log (JAILRUN_AUDIT_LOG, fixed at
+ * launch adds one line there too. An admin tenant's program (plan line "admin BASE") runs
+ * instead as uid 0 of a user namespace mapping the tenant's own range of host
+ * ids, with a container runtime's default capabilities inside it and none on
+ * the host; every other namespace of its session is still made by host root
+ * and owned by the host's user namespace (userns.c). The audit log (JAILRUN_AUDIT_LOG, fixed at
  * build time) is appended to in a root-owned directory nobody else can write,
  * without following a symlink, whatever daemons run (a copy goes to syslog,
  * journald's or a syslog daemon's /dev/log, when there is one). Every value
@@ -62,6 +66,7 @@
 #include "supervise.h"
 #include "template.h"
 #include "tree.h"
+#include "userns.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,6 +105,7 @@ static void usage(void)
            "  --meta FILE      write the result: status, exitcode or signal, cpu_user, cpu_sys, wall,\n"
            "                   mem_peak, killed_by (none, wall, cpu, memory, procs, fsize)\n"
            "  --net            keep the host network (only if the tenant's plan allows it)\n"
+           "  --user NAME|UID  admin tenants: run as this user of the jail's own /etc/passwd (default root)\n"
            "  --pty            give the program a terminal of the session's own (controlling terminal, job\n"
            "                   control), relayed to the caller's terminal on stdin, put in raw mode meanwhile\n"
            "  --help           this text\n"
@@ -376,6 +382,9 @@ int main(int argc, char **argv)
         pty_check_caller();
     load_plan(&l.cfg, l.args.name, &l.plan);
     resolve_limits(&l);
+    if (l.args.user && !l.plan.admin)
+        die(EXIT_USAGE, "--user: tenant '%s' is not an admin tenant; its programs run as itself", l.args.name);
+    l.userns_fd = l.plan.admin ? userns_open(&l.plan) : -1;
     int meta_fd = open_meta(l.args.meta, caller);
 
     /* The jail: its tree (mounted on demand), the template namespace, cgroups, PID 1. */

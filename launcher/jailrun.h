@@ -26,6 +26,7 @@ enum {
 };
 
 #define JAIL_PATH "/usr/local/bin:/usr/bin:/bin"
+#define JAIL_ADMIN_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define HELPER_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 #define NEWROOT "/r"    /* mount point for the jail inside the template namespace */
 #define DEVTMPL "/dev"  /* the prepared read-only /dev inside the template namespace */
@@ -37,6 +38,7 @@ struct launch {
     unsigned long long lim[LIM_COUNT];  /* effective limits; 0 = unlimited */
     int new_net;                        /* the session gets a network namespace of its own */
     int pty;                            /* --pty: the program gets a terminal of the session's own (pty.c) */
+    int userns_fd;                      /* admin tenants: the session's user namespace (userns.c), else -1 */
     char *cmdline;                      /* our argv strings, which /proc/<pid>/cmdline shows */
     size_t cmdline_len;
 };

@@ -550,6 +550,13 @@ int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err,
                 return fail(err, errlen, "line %zu: expected 'limit %s VALUE'", lineno, jr_limit_names[li]);
             if (jr_parse_number(f[2], INT_LIMIT, 0, &plan->limits[li]) < 0)
                 return fail(err, errlen, "line %zu: invalid %s limit '%s'", lineno, jr_limit_names[li], f[2]);
+        } else if (strcmp(f[0], "admin") == 0 && plan->n_mounts == 0 && !plan->admin) {
+            /* Tenant root: after the limits, before the mounts, at most once. */
+            unsigned long long base;
+            if (nf != 2 || jr_parse_number(f[1], JR_ADMIN_ID_MAX + 1 - JR_ADMIN_COUNT, 0, &base) < 0 || base == 0)
+                return fail(err, errlen, "line %zu: expected 'admin BASE' with BASE from 1 to %lu", lineno,
+                            JR_ADMIN_ID_MAX + 1 - JR_ADMIN_COUNT);
+            plan->admin = (unsigned long)base;
         } else {
             if (nf != 5 || strcmp(f[0], "mount") != 0)
                 return fail(err, errlen, "line %zu: expected 'mount TARGET TYPE SOURCE OPTIONS'", lineno);
@@ -588,7 +595,7 @@ int jr_effective_limit(unsigned long long plan, unsigned long long asked, unsign
     return 0;
 }
 
-enum { OPT_CWD = 256, OPT_ENV, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_PROCS, OPT_FSIZE, OPT_NOFILE, OPT_META, OPT_NET };
+enum { OPT_CWD = 256, OPT_ENV, OPT_TIMEOUT, OPT_CPU, OPT_MEM, OPT_PROCS, OPT_FSIZE, OPT_NOFILE, OPT_META, OPT_NET, OPT_USER };
 
 int jr_parse_args(int argc, char **argv, struct jr_args *args, char *err, size_t errlen)
 {
@@ -598,6 +605,7 @@ int jr_parse_args(int argc, char **argv, struct jr_args *args, char *err, size_t
         {"mem", required_argument, NULL, OPT_MEM},       {"procs", required_argument, NULL, OPT_PROCS},
         {"fsize", required_argument, NULL, OPT_FSIZE},   {"nofile", required_argument, NULL, OPT_NOFILE},
         {"meta", required_argument, NULL, OPT_META},     {"net", no_argument, NULL, OPT_NET},
+        {"user", required_argument, NULL, OPT_USER},
         {"help", no_argument, NULL, 'h'},                {NULL, 0, NULL, 0},
     };
     /* Upper bounds: what the kernel can take, well above any sane tenant. */
@@ -645,6 +653,12 @@ int jr_parse_args(int argc, char **argv, struct jr_args *args, char *err, size_t
             break;
         case OPT_NET:
             args->net = 1;
+            break;
+        case OPT_USER:
+            if (!jr_valid_name(optarg) && jr_parse_number(optarg, JR_ADMIN_COUNT - 1, 0, &(unsigned long long){0}) < 0)
+                return fail(err, errlen, "--user needs a user name or a uid from 0 to %lu, got '%s'", JR_ADMIN_COUNT - 1,
+                            optarg);
+            args->user = optarg;
             break;
         case OPT_TIMEOUT:
         case OPT_CPU:

@@ -64,7 +64,12 @@ struct jr_plan {
     unsigned long long limits[LIM_COUNT];
     size_t n_mounts;
     struct jr_mount mounts[JR_MAX_MOUNTS];
+    /* Tenant root (optional "admin BASE" line between the limits and the mounts): the first host id
+     * of the tenant's JR_ADMIN_COUNT ids, which uid/gid 0.. of its user namespace map to; 0 = plain. */
+    unsigned long admin;
 };
+#define JR_ADMIN_COUNT 65536UL
+#define JR_ADMIN_ID_MAX 4294967294UL  /* (uid_t)-1 is no id */
 
 /* The plan's network modes (issue 17). */
 enum { JR_NET_NONE = 0, JR_NET_HOST = 1, JR_NET_PRIVATE = 2 };
@@ -78,6 +83,7 @@ struct jr_args {
     unsigned long long limits[LIM_COUNT];   /* JR_UNSET or the asked value; LIM_WALL is --timeout */
     const char *meta;
     int net;
+    const char *user;   /* --user NAME|UID (admin tenants), NULL if not given */
     int help;
     const char *name;
     char **argv;    /* PROGRAM ARGS..., NULL-terminated (points into the caller's argv) */

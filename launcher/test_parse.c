@@ -161,6 +161,32 @@ int main(void)
               strcmp(plan.hostname, "alice") == 0 && strcmp(plan.root, "/srv/jails/alice") == 0 &&
               strcmp(plan.image, "0123456789abcdef") == 0,
           "the plan's header lands in its fields");
+    /* --user (admin tenants; the launcher refuses it for a plain tenant) */
+    {
+        struct jr_args ua;
+        CHECK(args(&ua, err, "--user", "www-data", "alice", "id", NULL) == 0 && strcmp(ua.user, "www-data") == 0,
+              "--user NAME is taken");
+        CHECK(args(&ua, err, "--user", "0", "alice", "id", NULL) == 0 && strcmp(ua.user, "0") == 0, "--user 0 is taken");
+        CHECK(args(&ua, err, "--user", "65536", "alice", "id", NULL) < 0, "--user past the namespace's ids is refused");
+        CHECK(args(&ua, err, "--user", "Bad/Name", "alice", "id", NULL) < 0, "--user with a bad name is refused");
+        CHECK(args(&ua, err, "alice", "id", NULL) == 0 && ua.user == NULL, "no --user: NULL");
+    }
+    /* tenant root: an optional "admin BASE" line between the limits and the mounts */
+    CHECK(parse_plan_text(PLAN, &plan, err) == 0 && plan.admin == 0, "a plan without an admin line is a plain tenant's");
+    {
+        char buf[4096];
+        const char *cut = strstr(PLAN, "mount ");
+        snprintf(buf, sizeof buf, "%.*sadmin 1002424320\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) == 0 && plan.admin == 1002424320UL, "the admin line lands in admin");
+        snprintf(buf, sizeof buf, "%.*sadmin 4294901760\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "an admin range past the last id is refused");
+        snprintf(buf, sizeof buf, "%.*sadmin 0\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "admin 0 is refused");
+        snprintf(buf, sizeof buf, "%.*sadmin 1002424320\nadmin 1002424320\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "a second admin line is refused");
+        snprintf(buf, sizeof buf, "%sadmin 1002424320\n", PLAN);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "an admin line after the mounts is refused");
+    }
 
     /* command line */
     CHECK(args(&a, err, "alice", "--", "/bin/true", NULL) == 0 && strcmp(a.name, "alice") == 0 &&

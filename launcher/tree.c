@@ -117,7 +117,8 @@ int clone_tree(int rootfd)
 
 int same_session(const struct jr_plan *a, const struct jr_plan *b)
 {
-    return a->uid == b->uid && a->gid == b->gid && a->net == b->net && strcmp(a->hostname, b->hostname) == 0 &&
+    return a->uid == b->uid && a->gid == b->gid && a->net == b->net && a->admin == b->admin &&
+           strcmp(a->hostname, b->hostname) == 0 &&
            strcmp(a->home, b->home) == 0 && memcmp(a->limits, b->limits, sizeof a->limits) == 0;
 }
 

@@ -119,9 +119,30 @@ options:
       - Stored in the spec only when true. Unset keeps the jail's value (false for a new jail).
     type: bool
   packages:
-    description: The tenant's extra packages (registry information).
+    description:
+      - Debian packages for the tenant. With O(admin), those not yet installed (read from the jail's own dpkg status)
+        are resolved and downloaded on the host with C(apt-get --download-only) (the jail needs no network), then
+        installed into its overlay by tenant root with C(dpkg -i); already installed ones are left alone. The
+        result lists them in RV(installed).
+      - Not acted on in a run with O(state=unmounted) (installing mounts the jail).
+      - Without O(admin), registry information only.
     type: list
     elements: str
+  admin:
+    description:
+      - Tenant root (OpenVZ's VE root). The tenant's programs run as uid 0 of a user namespace whose ids 0-65535 are
+        the tenant's own range of host ids (from 10^9, a function of its uid, the same on every node), so it can
+        install software into its overlay; it gets no capability on the host (README, "Tenant root").
+      - Needs O(layout=overlay). Set at creation; changing it later is refused (remove the jail and create it again).
+      - Refused with one error, before anything is made, when the host has no user namespaces
+        (C(/proc/sys/user/max_user_namespaces) 0), cannot idmap a mount of the images directory, or the range
+        overlaps a host account, group or C(/etc/subuid)/C(/etc/subgid) range.
+    type: bool
+  package_sources:
+    description:
+      - A sources.list text for O(packages) (for example C(deb [trusted=yes] copy:/srv/repo ./)), used with a
+        private lists directory instead of the host's apt sources. Unset uses the host's sources and lists.
+    type: str
   purge:
     description: With V(absent), also delete the tenant's home and upper layer. Refused while a session is live.
     type: bool
@@ -207,6 +228,9 @@ options:
         description: As O(packages).
         type: list
         elements: str
+      admin:
+        description: As O(admin).
+        type: bool
       purge:
         description: As O(purge); defaults to the task's.
         type: bool
@@ -247,6 +271,14 @@ EXAMPLES = r"""
     program: /usr/bin/python3 /home/carol/console.py --port 8000
     service: true
 
+- name: Give lab1 its own root (tenant root) and python3 in its overlay
+  jail:
+    name: lab1
+    uid: 10010
+    layout: overlay
+    admin: true
+    packages: [python3]
+
 - name: Remove a jail and delete its home
   jail:
     name: bob
@@ -271,6 +303,11 @@ results:
   returned: when O(jails) is given
   type: list
   elements: dict
+installed:
+  description: Per admin jail, the O(packages) it lacked and that were (in check mode, would be) installed.
+  returned: always
+  type: dict
+  sample: {"lab1": ["python3"]}
 count:
   description: Jails in the bulk form, and how many changed.
   returned: when O(jails) is given
@@ -296,6 +333,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.jailyard.config import CONFIG_OPTION, load_config
 from ansible.module_utils.jailyard.errors import JailError
 from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, converge_many
+from ansible.module_utils.jailyard.packages import ensure_packages
 
 LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall", "net_rate")}
 # One jail's options: the single form's, and each item of `jails` (unset: None, so the task's apply).
@@ -313,6 +351,7 @@ ITEM_OPTIONS = {
     "program": {"type": "str"},
     "service": {"type": "bool"},
     "packages": {"type": "list", "elements": "str"},
+    "admin": {"type": "bool"},
     "purge": {"type": "bool"},
     "force": {"type": "bool"},
 }
@@ -325,6 +364,7 @@ def main() -> None:
             **{key: {**spec, "default": TASK_DEFAULTS[key]} if key in TASK_DEFAULTS else spec for key, spec in ITEM_OPTIONS.items()},
             "jails": {"type": "list", "elements": "dict", "options": {**ITEM_OPTIONS, "name": {"type": "str", "required": True}}},
             "exclusive": {"type": "bool", "default": False},
+            "package_sources": {"type": "str"},
             "config": CONFIG_OPTION,
         },
         mutually_exclusive=[("name", "jails")],
@@ -355,19 +395,42 @@ def main() -> None:
         )
     except JailError as exc:
         module.fail_json(msg=str(exc))
-    changed = [r for r in results if r.changed]
+    installed = _install_packages(results, module.check_mode, p["package_sources"], module)
+    changed = [r for r in results if r.changed or r.name in installed]
     diff = [{"before": r.before, "after": r.after, "before_header": r.name, "after_header": r.name} for r in changed]
     actions = [a for r in results for a in r.actions]
     if single:
         r = results[0]
-        module.exit_json(changed=r.changed, actions=actions, jail=r.after, diff=diff[0] if diff else {})
+        module.exit_json(
+            changed=r.changed or r.name in installed, actions=actions, jail=r.after, diff=diff[0] if diff else {}, installed=installed
+        )
     module.exit_json(
         changed=bool(changed),
         actions=actions,
         results=[r.as_dict() for r in changed],
         count={"total": len(results), "changed": len(changed)},
         diff=diff,
+        installed=installed,
     )
+
+
+def _install_packages(results: list, check: bool, sources: str | None, module: AnsibleModule) -> dict[str, list[str]]:
+    """The packages of the admin jails that lacked them: installed now (or, in check mode, that would be)."""
+    done: dict[str, list[str]] = {}
+    for r in results:
+        spec = r.after.get("spec") or {}
+        if not spec.get("admin") or not spec.get("packages") or r.after.get("state") == "unmounted":
+            continue  # an unmounted jail stays so: its packages wait for the next present or mounted run
+        if check and (r.before.get("spec") is None):
+            done[r.name] = list(spec["packages"])  # a jail check mode did not create: every package would be installed
+            continue
+        try:
+            names = ensure_packages(r.name, spec["packages"], check=check, sources=sources)
+        except JailError as exc:
+            module.fail_json(msg=f"packages of {r.name}: {exc}", installed=done)
+        if names:
+            done[r.name] = names
+    return done
 
 
 if __name__ == "__main__":

@@ -120,6 +120,30 @@ def _write_file(run: _Run, step: Step) -> None:
         raise JailError(f"jail {run.name}: cannot write {path}: {exc.strerror}") from exc
 
 
+def _seed_admin_etc(run: _Run, step: Step) -> None:
+    """An admin jail's /etc/passwd and /etc/group in its new, still empty upper layer: the image's,
+    plus the tenant's own account, owned by tenant root (step.uid: uid 0 inside)."""
+    user, group = step.text.split("|")
+    # Tenant root's upper layer holds setuid files of its ids: no host user may reach it by path
+    # (through the mounted jail they are nosuid). Everything that reads the tenant dir runs as root.
+    os.chmod(run.base(step), 0o700)
+    etc = run.base(step) / "upper" / "etc"
+    os.mkdir(etc, 0o755)
+    os.chown(etc, step.uid, step.uid)
+    for name, extra in (("passwd", user), ("group", group)):
+        try:
+            with open(f"{step.path}/etc/{name}") as fh:  # the image: root's, read-only
+                text = fh.read()
+        except FileNotFoundError:
+            text = ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        fd = os.open(etc / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + extra)
+            os.fchown(fh.fileno(), step.uid, step.uid)
+
+
 def _publish(run: _Run, step: Step) -> None:
     os.rename(run.staging, run.tenant_dir)
     run.creating = False
@@ -201,6 +225,7 @@ APPLY = {
     "make-staging": _make_staging,
     "ensure-dir": _ensure_dir,
     "write-file": _write_file,
+    "seed-admin-etc": _seed_admin_etc,
     "publish": _publish,
     "mount": _mount,
     "unmount": _unmount,

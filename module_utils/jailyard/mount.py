@@ -167,12 +167,26 @@ def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, fds: _Fds) -> 
             posix.close(open_trusted(lower, cfg.images_dir))
             for path in (upper, work):
                 posix.close(fds.below_tenants(path))
-            mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
+            if plan.admin:
+                mfd = _admin_overlay(cfg, plan, lower, upper, work, attrs)
+            else:
+                mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
         else:
             raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")
         with opened(mfd):
             kernel.set_mount_attrs(mfd, attrs)
             kernel.move_mount_to_fd(mfd, target_fd, f"{plan.name}:{entry.target}")
+
+
+def _admin_overlay(cfg: Config, plan: MountPlan, lower: str, upper: str, work: str, attrs: int) -> int:
+    """Tenant root's overlay: the image as a detached clone idmapped 0..65535 -> plan.admin.., so
+    tenant root (uid 0 of a namespace with the same map) owns it inside while it stays root's on the
+    host, and the kernel copies up what it changes under its mapped ids (docs/design.md, "Tenant root")."""
+    from . import idmap
+
+    with opened(idmap.make_userns(plan.admin)) as userns, opened(open_trusted(lower, cfg.images_dir)) as lower_fd:
+        with opened(idmap.idmapped_clone(lower_fd, userns)) as lower_mfd:
+            return idmap.overlay_on_idmapped(lower_mfd, upper, work, attrs)
 
 
 def detach_jail(root: str | Path, mounts: list[MountInfo], root_mounted: bool | None = None) -> None:

@@ -46,7 +46,7 @@ class MountEntry(Record):
 
 
 class MountPlan(Record):
-    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts")
+    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts", "admin")
     __slots__ = _fields
     name: str
     uid: int
@@ -58,6 +58,12 @@ class MountPlan(Record):
     net: bool | str  # False: none, True: host, "private": the tenant's own namespace (issue 17)
     limits: dict[str, int]
     mounts: tuple[MountEntry, ...]
+    admin: int  # tenant root (docs/design.md, "Tenant root"): the first host id of its range; 0 for a plain tenant
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        if len(args) < len(self._fields):
+            kwargs.setdefault("admin", 0)
+        super().__init__(*args, **kwargs)
 
     def render(self) -> str:
         lines = [
@@ -72,6 +78,9 @@ class MountPlan(Record):
             f"net {self.net if isinstance(self.net, str) else int(self.net)}",
         ]
         lines += [f"limit {key} {self.limits.get(key, 0)}" for key in LIMIT_KEYS]
+        # Tenant root: an optional line between the limits and the mounts, only in an admin tenant's plan.
+        if self.admin:
+            lines.append(f"admin {self.admin}")
         lines += [m.render() for m in self.mounts]
         return "\n".join(lines) + "\n"
 
@@ -96,6 +105,8 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             mounts.append(MountEntry(parts[1], parts[2], parts[3], tuple(o for o in parts[4].split(",") if o)))
         elif key == "limit" and len(parts) == 3 and parts[1] in LIMIT_KEYS and parts[2].isdigit():
             limits[parts[1]] = int(parts[2])
+        elif key == "admin" and len(parts) == 2 and parts[1].isdigit() and not mounts:
+            fields["admin"] = parts[1]
         elif len(parts) == 2 and key in ("version", "name", "uid", "gid", "hostname", "home", "root", "image", "net"):
             fields[key] = parts[1]
         else:
@@ -114,6 +125,7 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             net="private" if fields["net"] == "private" else fields["net"] == "1",
             limits=limits,
             mounts=tuple(mounts),
+            admin=int(fields.get("admin", "0")),
         )
     except (KeyError, ValueError) as exc:
         raise JailError(f"{origin}: incomplete plan ({exc})") from exc

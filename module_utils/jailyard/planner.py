@@ -117,6 +117,9 @@ def _dirs(spec: TenantSpec) -> list[tuple[str, int, int, int]]:
     dirs = [("home", 0o755, 0, 0), ("etc", 0o755, 0, 0)]
     if spec.layout == "bind":
         dirs.append(("tmp", 0o1777, 0, 0))
+    elif spec.admin:
+        # Tenant root owns the jail's root directory (base: uid 0 inside), a Debian root's 0755.
+        dirs += [("upper", 0o755, spec.admin_ids, spec.admin_ids), ("work", 0o700, uid, gid)]
     else:
         dirs += [("upper", 0o700, uid, gid), ("work", 0o700, uid, gid)]
     dirs.append((f"home/{spec.name}", 0o700, uid, gid))
@@ -140,6 +143,10 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
         ]
         steps += [Step("ensure-dir", path=p, where="staging", mode=m, uid=u, gid=g) for p, m, u, g in _dirs(spec)]
         steps += [Step("write-file", path=p, where="staging", text=t) for p, t in _files(cfg, spec, plan)]
+        if spec.admin:
+            # Only here, while the upper layer is still ours and empty: later it is the tenant's.
+            lines = f"{spec.name}:x:{spec.uid}:{spec.gid}:{spec.name}:/home/{spec.name}:/bin/sh\n|{spec.name}:x:{spec.gid}:\n"
+            steps.append(Step("seed-admin-etc", path=plan.mounts[0].source.split(":")[0], where="staging", uid=spec.admin_ids, text=lines))
         steps.append(Step("publish"))
         return steps
     steps = [Step("keep-uid", uid=spec.uid)]

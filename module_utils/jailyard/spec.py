@@ -45,6 +45,11 @@ class TenantSpec:
     # Run `program` as a supervised service while mounted (service.py). Left out of tenant.json
     # when false, so the files of jails that never asked for it stay as they were.
     service: bool = False
+    # Tenant root (docs/design.md, "Tenant root"): the tenant's programs run as uid 0 of a user
+    # namespace mapping 0..65535 to host ids admin_ids.. (idmap.range_base of its uid). Both left
+    # out of tenant.json when admin is false.
+    admin: bool = False
+    admin_ids: int = 0
 
     @classmethod
     def build(
@@ -61,6 +66,7 @@ class TenantSpec:
         program: object = None,
         packages: object = None,
         service: object = None,
+        admin: object = None,
     ) -> TenantSpec:
         """Validate user input (module arguments, CLI flags) into a spec; limits default from cfg."""
         name = check_name(name)
@@ -87,7 +93,12 @@ class TenantSpec:
             program=program,  # type: ignore[arg-type]
             packages=list(packages or []),  # type: ignore[call-overload]
             service=False if service is None else service,  # type: ignore[arg-type]
+            admin=False if admin is None else admin,  # type: ignore[arg-type]
         )
+        if spec.admin is True:
+            from .idmap import range_base
+
+            spec.admin_ids = range_base(cfg.uid_min, spec.uid)
         spec.validate(cfg)
         return spec
 
@@ -110,9 +121,27 @@ class TenantSpec:
         if self.service:
             self.service_argv()
         network.check_net(cfg, self.name, self.net, self.limits)
+        self._validate_admin(cfg)
         for pkg in self.packages:
             if not isinstance(pkg, str) or not re.match(r"^[a-z0-9][a-z0-9+.-]+$", pkg):
                 raise JailError(f"invalid package name {pkg!r} for {self.name}")
+
+    def _validate_admin(self, cfg: Config) -> None:
+        if not isinstance(self.admin, bool):
+            raise JailError(f"invalid admin {self.admin!r} for {self.name}: expected true or false")
+        if not self.admin:
+            if self.admin_ids:
+                raise JailError(f"{self.name} has admin_ids {self.admin_ids} but admin: false")
+            return
+        if self.layout != "overlay":
+            raise JailError(
+                f"admin: true for {self.name} needs layout: overlay (tenant root writes into its own upper layer; "
+                f"a bind jail's root is the shared image), got layout {self.layout!r}"
+            )
+        from .idmap import range_base
+
+        if self.admin_ids != range_base(cfg.uid_min, self.uid):
+            raise JailError(f"admin_ids {self.admin_ids} of {self.name} is not the range of uid {self.uid}")
 
     def service_argv(self) -> list[str]:
         """The service's command line: `program` split as a POSIX shell would (shlex.split), no shell run.
@@ -143,10 +172,16 @@ class TenantSpec:
         else:
             mounts.append(MountEntry("/", "overlay", f"{image_root}:{tdir}/upper:{tdir}/work", tenant_rw))
             mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
-        mounts.append(MountEntry("/etc/passwd", "bind", f"{tdir}/etc/passwd", ("ro", "nosuid", "nodev")))
-        mounts.append(MountEntry("/etc/group", "bind", f"{tdir}/etc/group", ("ro", "nosuid", "nodev")))
+        if not self.admin:
+            # Tenant root keeps its own /etc/passwd and /etc/group in its upper layer (the image's, then
+            # whatever its packages add); the launcher resolves --user there.
+            mounts.append(MountEntry("/etc/passwd", "bind", f"{tdir}/etc/passwd", ("ro", "nosuid", "nodev")))
+            mounts.append(MountEntry("/etc/group", "bind", f"{tdir}/etc/group", ("ro", "nosuid", "nodev")))
         if network.is_private(self.net):
             mounts.append(MountEntry("/etc/resolv.conf", "bind", f"{tdir}/etc/resolv.conf", ("ro", "nosuid", "nodev")))
+        return self._plan(cfg, image_id, tuple(mounts))
+
+    def _plan(self, cfg: Config, image_id: str, mounts: tuple[MountEntry, ...]) -> MountPlan:
         return MountPlan(
             name=self.name,
             uid=self.uid,
@@ -157,7 +192,8 @@ class TenantSpec:
             image=image_id,
             net="private" if network.is_private(self.net) else bool(self.net),
             limits={k: v for k, v in self.limits.items() if k in LIMIT_KEYS},
-            mounts=tuple(mounts),
+            mounts=mounts,
+            admin=self.admin_ids if self.admin else 0,
         )
 
     def passwd(self) -> str:
@@ -177,6 +213,8 @@ class TenantSpec:
         data = {key: plain_copy(getattr(self, key)) for key in SPEC_FIELDS}
         if not self.service:
             del data["service"]  # tenant.json of a jail without a service stays byte-identical
+        if not self.admin:
+            del data["admin"], data["admin_ids"]
         return data
 
     def to_json(self) -> str:

@@ -7,7 +7,7 @@ import os
 import pwd
 from typing import Any
 
-from . import leftovers, registry
+from . import idmap, leftovers, registry
 from .config import Config
 from .errors import JailError
 from .image import resolve_image
@@ -15,7 +15,7 @@ from .observe import Observed
 from .spec import TenantSpec, check_name
 
 STATES = ("present", "mounted", "unmounted", "absent")
-SPEC_KEYS = ("uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages", "service")
+SPEC_KEYS = ("uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages", "service", "admin")
 # How each interface spells the options its errors point to (jailctl passes its own).
 MODULE_FLAGS = {"force": "force=true", "purge": "purge=true", "shared_gid": "shared_gid=true"}
 
@@ -77,7 +77,7 @@ def wanted(
 
 def _changed_spec(cfg: Config, item: dict[str, Any], old: TenantSpec) -> TenantSpec:
     name = item["name"]
-    for key in ("uid", "gid", "layout"):
+    for key in ("uid", "gid", "layout", "admin"):
         if item.get(key) is not None and item[key] != getattr(old, key):
             raise JailError(
                 f"changing the {key} of jail {name} from {getattr(old, key)!r} to {item[key]!r} is refused; "
@@ -101,6 +101,11 @@ def _new_spec(
     spec = TenantSpec.build(cfg, name, **{k: item.get(k) for k in SPEC_KEYS})
     if spec.uid in hosts:
         raise JailError(f"uid {spec.uid} of jail {name} is the host account {hosts[spec.uid]!r}")
+    if spec.admin:
+        # Checked before anything is made: a host that cannot run tenant root gets one error here.
+        idmap.check_kernel()
+        idmap.check_host_ids(spec.admin_ids)
+        idmap.check_idmapped_mounts(str(cfg.images_dir), spec.admin_ids)
     owner = registry.uid_owner(cfg, spec.uid)
     take_from = None
     if owner not in (None, name):

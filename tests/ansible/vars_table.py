@@ -30,7 +30,7 @@ FOOTER = """\
 Each item of `jail_tenants_list` takes the `jail` module's options: `name`,
 `uid`, `gid`, `layout` (`bind`|`overlay`), `image` (an id or `current`),
 `hostname`, `limits` (`cpu`, `mem`, `procs`, `fsize`, `nofile`, `wall`),
-`net`, `program`, `packages`, `service`, `shared_gid`, and its own `state`,
+`net`, `program`, `packages`, `service`, `shared_gid`, `admin`, and its own `state`,
 `purge`, `force` (`ansible-doc -M library jail` describes each). A tenant
 whose program runs as a service sets `service: true` and its own
 `state: mounted` (the service runs only in a mounted jail, and `present`
