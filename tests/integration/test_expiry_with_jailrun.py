@@ -135,7 +135,15 @@ def test_expiry_removes_the_cgroups_of_a_killed_session_only(jr: tuple[Config, s
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (session_cgroups(cfg, "grader", killed.pid) and session_cgroups(cfg, "grader", live.pid)):
             time.sleep(0.02)
+        # jailrun makes a session's cgroups one controller after another: wait until both sessions
+        # have all of theirs (the same number, unchanged over a moment), not just the first.
         stale = session_cgroups(cfg, "grader", killed.pid)
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = session_cgroups(cfg, "grader", killed.pid)
+            if now == stale and len(now) == len(session_cgroups(cfg, "grader", live.pid)):
+                break
+            stale = now
         assert stale and session_cgroups(cfg, "grader", live.pid)
         expire_pass(cfg, log=False)  # so that the pass below has a previous one and checks the jail's sessions
         killed.kill()  # SIGKILL: no cleanup; the session dies with it (parent-death signal)
