@@ -30,6 +30,7 @@ from .planner import mount_plan, plan_jail, plan_mount
 from .service import status as service_status
 from .sessions import live_sessions, tenants_with_session_records
 from .spec import LIMIT_KEYS, check_name
+from .usage import tenant_usage
 from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
 
 
@@ -182,7 +183,7 @@ def mount_tenant(cfg: Config, name: str, lock_held: bool = False) -> Result:
     return result
 
 
-def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> list[dict[str, Any]]:
+def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage: bool = False) -> list[dict[str, Any]]:
     """Facts for every jail matching pattern: one read of each spec, one statx per planned mount.
 
     No read of the mount table (50,000 lines with 10,000 jails mounted): whether
@@ -226,6 +227,8 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
         }
         if disk_usage:
             fact["disk_usage"] = _disk_usage(cfg.tenant_dir(name))
+        if usage:
+            fact["usage"] = tenant_usage(cfg, name, spec.uid, spec.limits)  # beancounters (usage.py)
         facts.append(fact)
     return facts
 

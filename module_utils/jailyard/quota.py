@@ -178,16 +178,17 @@ def get_project(fd: int) -> tuple[int, bool]:
     """(project id, project-inherit flag) of an open file or directory."""
     buf = bytearray(FSXATTR.size)
     fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-    xflags, extsize, nextents, projid, cow = FSXATTR.unpack(buf)
-    return projid, bool(xflags & FS_XFLAG_PROJINHERIT)
+    fields = FSXATTR.unpack(buf)
+    return fields[3], bool(fields[0] & FS_XFLAG_PROJINHERIT)
 
 
 def set_project(fd: int, projid: int, inherit: bool) -> None:
     buf = bytearray(FSXATTR.size)
     fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-    xflags, extsize, nextents, old, cow = FSXATTR.unpack(buf)
-    xflags = (xflags | FS_XFLAG_PROJINHERIT) if inherit else (xflags & ~FS_XFLAG_PROJINHERIT)
-    fcntl.ioctl(fd, FS_IOC_FSSETXATTR, FSXATTR.pack(xflags, extsize, nextents, projid, cow))
+    fields = list(FSXATTR.unpack(buf))
+    fields[0] = (fields[0] | FS_XFLAG_PROJINHERIT) if inherit else (fields[0] & ~FS_XFLAG_PROJINHERIT)
+    fields[3] = projid
+    fcntl.ioctl(fd, FS_IOC_FSSETXATTR, FSXATTR.pack(*fields))
 
 
 def dir_project(dir_fd: int, name: str) -> tuple[int, bool] | None:
