@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry, service
+from . import leftovers, quota, registry, service
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -174,6 +174,17 @@ def _remove_record(run: _Run, step: Step) -> None:
     leftovers.remove_run_record(Path(step.path))
 
 
+def _set_project(run: _Run, step: Step) -> None:
+    """The tenant's project on a dir and everything below it (quota.py; never follows a symlink)."""
+    with opened(os.open(run.base(step), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as bfd:
+        quota.assign_tree(bfd, step.path, step.uid)
+
+
+def _set_quota(run: _Run, step: Step) -> None:
+    disk, inodes = (int(v) for v in step.text.split())
+    quota.set_limits(run.cfg.tenants_dir, step.uid, disk, inodes)
+
+
 def _drop_lock(run: _Run, step: Step) -> None:
     run.lock.unlink_locked()
 
@@ -199,4 +210,6 @@ APPLY = {
     "remove-root": _remove_root,
     "remove-record": _remove_record,
     "drop-lock": _drop_lock,
+    "set-project": _set_project,
+    "set-quota": _set_quota,
 }

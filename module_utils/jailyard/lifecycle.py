@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry
+from . import leftovers, quota, registry
 from .apply import apply_steps
 from .config import Config
 from .errors import JailError
@@ -90,6 +90,7 @@ def converge_many(
     flags = {**MODULE_FLAGS, **(flags or {})}
     items = normalize(list(items), defaults)
     strays = leftovers.Strays(cfg, scan=exclusive)
+    quota.forget()  # whether the tenants dir has project quotas: read once per run
     if exclusive:
         # Unlisted tenants, and names only an interrupted run left something of.
         listed = {item["name"] for item in items}
@@ -138,7 +139,8 @@ def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.St
             # Someone changed it between our read and the lock: observe again.
             obs = observe(cfg, want.name, None)
         image = want.spec.image if want.spec is not None and want.state == "mounted" else None
-        observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image)
+        uid = want.spec.uid if want.spec is not None else None
+        observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image, uid=uid)
         planned = plan_jail(cfg, obs, want, flags)
         if not check:
             apply_steps(cfg, want.name, planned.steps, lock)

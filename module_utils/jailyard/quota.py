@@ -131,8 +131,28 @@ def support(path: str | Path) -> str | None:
     return None
 
 
+_SUPPORT: dict[str, str | None] = {}
+
+
+def forget() -> None:
+    """Start a run: support_cached reads the mount table again."""
+    _SUPPORT.clear()
+
+
+def support_cached(path: str | Path) -> str | None:
+    """support(), once per path until forget() (each converge run calls it first)."""
+    key = str(path)
+    if key not in _SUPPORT:
+        _SUPPORT[key] = support(path)
+    return _SUPPORT[key]
+
+
+def supported(path: str | Path) -> bool:
+    return support_cached(path) is None
+
+
 def require(path: str | Path, what: str) -> None:
-    why = support(path)
+    why = support_cached(path)
     if why is not None:
         raise JailError(
             f"{what} needs project quotas on the filesystem of {path}, but {why}; "
