@@ -7,7 +7,9 @@ its project quota. A value the node cannot tell is None: no cgroup yet, no contr
 
 - memory: v2 memory.current, memory.peak, memory.max, failcnt = memory.events `max` (times the
   limit was reached), oom_kills = memory.events `oom_kill`; v1 memory.usage_in_bytes,
-  memory.max_usage_in_bytes, memory.limit_in_bytes, memory.failcnt, memory.oom_control `oom_kill`.
+  memory.max_usage_in_bytes, memory.limit_in_bytes, memory.failcnt, memory.oom_control `oom_kill`
+  (v1 counts a kill only in the victim's own cgroup: a session with a cgroup of its own, --mem,
+  --procs or --meta, counts there, and that goes when the session ends; failcnt is the tenant's).
 - procs: pids.current, pids.peak (where the kernel has it), pids.max, failcnt = pids.events `max`.
 - cpu: seconds used (v2 cpu.stat usage_usec, v1 cpuacct.usage), limit = cpu_rate in CPUs,
   failcnt = periods throttled by it (cpu.stat nr_throttled), throttled_seconds.
