@@ -110,7 +110,7 @@ def test_tenant_fill_stops_at_quota_with_edquot_others_still_write(quota_fs, lay
 
 def test_no_escape_by_hard_link_chown_or_rename(quota_fs) -> None:
     """A hard link or rename out of the project fails (EXDEV); chown to another uid keeps the file charged."""
-    cfg, mnt = quota_fs
+    cfg, _mnt = quota_fs
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "8M"}, "state": "mounted"})
     converge(cfg, {"name": "bob", "uid": BOB, "state": "mounted"})
     home = cfg.tenant_dir("alice") / "home/alice"
@@ -133,7 +133,7 @@ def test_no_escape_by_hard_link_chown_or_rename(quota_fs) -> None:
 
 def test_inode_quota_holds_against_a_million_empty_files(quota_fs) -> None:
     """A tenant creating a million empty files is stopped (EDQUOT) at its inode limit, in bounded time."""
-    cfg, mnt = quota_fs
+    cfg, _mnt = quota_fs
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"inodes": 2000}, "state": "mounted"})
     code = """
 import errno, os
@@ -153,21 +153,21 @@ else:
 
 def test_quota_below_usage_is_applied_and_deletes_nothing(quota_fs) -> None:
     """Lowering the quota below what the tenant holds: applied, every file kept, new writes fail (documented)."""
-    cfg, mnt = quota_fs
+    cfg, _mnt = quota_fs
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "32M"}, "state": "mounted"})
     home = cfg.tenant_dir("alice") / "home/alice"
     (home / "keep").write_bytes(b"k" * (8 << 20))
     result = converge(cfg, {"name": "alice", "limits": {"disk": "1M"}, "state": "mounted"})
     assert any("set the quota of alice" in a for a in result.actions)
     assert (home / "keep").read_bytes() == b"k" * (8 << 20)
-    err, written = _fill(ALICE, cfg.jail_root("alice") / "home/alice/more", 1 << 20)
+    err, _written = _fill(ALICE, cfg.jail_root("alice") / "home/alice/more", 1 << 20)
     assert err == "EDQUOT"
     assert converge(cfg, {"name": "alice", "limits": {"disk": "1M"}, "state": "mounted"}).actions == []
 
 
 def test_existing_files_join_the_project_and_second_run_changes_nothing(quota_fs) -> None:
     """A kept home's files are put in the tenant's project once; the next converge has nothing to do."""
-    cfg, mnt = quota_fs
+    cfg, _mnt = quota_fs
     converge(cfg, {"name": "alice", "uid": ALICE, "state": "present"})
     home = cfg.tenant_dir("alice") / "home"
     fd = os.open(home, os.O_RDONLY)
