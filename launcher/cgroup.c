@@ -137,20 +137,33 @@ static void write_resources(const struct launch *l, int c, const char *dir, int 
     switch (c) {
     case CG_CPU: {
         unsigned long long w = res[RES_CPU_WEIGHT], quota = res[RES_CPU_RATE] * 100; /* us per 100000 us */
-        if (v2) {
+        const char *share = v2 ? "cpu.weight" : "cpu.shares", *cap = v2 ? "cpu.max" : "cpu.cfs_quota_us";
+        if (v2)
             snprintf(value, sizeof value, "%llu", w ? w : 100);
-            cg_write(dir, "cpu.weight", value);
+        else
+            snprintf(value, sizeof value, "%llu", w ? (w * 1024 / 100 < 2 ? 2 : w * 1024 / 100) : 1024);
+        if (knob_exists(dir, share))
+            cg_write(dir, share, value);
+        else if (w)
+            die(EXIT_INTERNAL, "the tenant asks for cpu_weight but %s has no %s", dir, share);
+        /* Without CFS bandwidth control (CONFIG_CFS_BANDWIDTH) there is no cap to write or reset. */
+        if (!knob_exists(dir, cap)) {
             if (quota)
-                snprintf(value, sizeof value, "%llu 100000", quota < 1000 ? 1000 : quota);
+                die(EXIT_INTERNAL, "the tenant asks for cpu_rate but this kernel has no CPU bandwidth control (%s)", cap);
+            break;
+        }
+        if (quota < 1000 && quota)
+            quota = 1000;   /* the kernel's smallest quota is 1 ms */
+        if (v2) {
+            if (quota)
+                snprintf(value, sizeof value, "%llu 100000", quota);
             else
                 snprintf(value, sizeof value, "max 100000");
             cg_write(dir, "cpu.max", value);
         } else {
-            snprintf(value, sizeof value, "%llu", w ? (w * 1024 / 100 < 2 ? 2 : w * 1024 / 100) : 1024);
-            cg_write(dir, "cpu.shares", value);
             cg_write(dir, "cpu.cfs_period_us", "100000");
             if (quota)
-                snprintf(value, sizeof value, "%llu", quota < 1000 ? 1000 : quota);
+                snprintf(value, sizeof value, "%llu", quota);
             else
                 snprintf(value, sizeof value, "-1");
             cg_write(dir, "cpu.cfs_quota_us", value);
@@ -160,8 +173,11 @@ static void write_resources(const struct launch *l, int c, const char *dir, int 
     case CG_MEMORY: {
         unsigned long long memsw = res[RES_MEMSW], mem = l->plan.limits[LIM_MEM];
         const char *knob = v2 ? "memory.swap.max" : "memory.memsw.limit_in_bytes";
-        if (!knob_exists(dir, knob))
+        if (!knob_exists(dir, knob)) {
+            if (memsw)
+                die(EXIT_INTERNAL, "the tenant asks for memsw but this kernel accounts no swap (%s)", knob);
             break;
+        }
         if (!memsw)
             snprintf(value, sizeof value, "%s", v2 ? "max" : "-1");
         else
