@@ -223,6 +223,8 @@ static void setup_v1(const struct launch *l, enum cg_controller c, int want_sess
     const char *leaf = tenant;
     if (c != CG_MEMORY)
         write_resources(l, (int)c, tenant, 0);
+    else if (knob_exists(tenant, "memory.memsw.limit_in_bytes"))
+        cg_write(tenant, "memory.memsw.limit_in_bytes", "-1");   /* v1: memory <= memsw at every step */
     if (ctl->limit >= 0) {
         write_limit(&ctl->v1, tenant, l->plan.limits[ctl->limit]);
         if (c == CG_MEMORY)

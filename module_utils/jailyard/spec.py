@@ -77,6 +77,10 @@ class TenantSpec:
             for key in RESOURCE_KEYS:
                 if not merged.get(key, 1):
                     del merged[key]  # 0: no such limit; the key is left out of tenant.json and the plan
+            if merged.get("memsw") and merged.get("mem") and merged["memsw"] < merged["mem"]:
+                raise JailError(
+                    f"limits.memsw of {name} ({merged['memsw']}) is memory plus swap: it may not be below limits.mem ({merged['mem']})"
+                )
         spec = cls(
             name=name,
             uid=uid,

@@ -131,3 +131,40 @@ def test_tenant_cannot_change_its_project_id_or_clear_project_inherit(node) -> N
     assert r.returncode == 1 and "STOPPED" in r.stdout and "not permitted" in r.stdout, (r.stdout, r.stderr)
     r = node.run("alice", "--", "/bin/attack", "noinherit", "/home/alice")
     assert r.returncode == 1 and "STOPPED" in r.stdout and "not permitted" in r.stdout, (r.stdout, r.stderr)
+
+
+def _v1(node, ctrl: str, name: str) -> Path:
+    return Path("/sys/fs/cgroup") / ctrl / node.cfg.cgroup_name / name
+
+
+def test_memsw_is_written_and_memory_can_then_rise_above_the_old_memsw(node) -> None:
+    """v1 wants memory <= memsw at every write: raising mem past the old memsw still launches."""
+    knob = _v1(node, "memory", "swappy") / "memory.memsw.limit_in_bytes"
+    if not (Path("/sys/fs/cgroup/memory") / "memory.memsw.limit_in_bytes").exists():
+        import pytest
+
+        pytest.skip("no cgroup v1 swap accounting here")
+    _tenant(node, "swappy", 47125, mem=32 << 20, memsw=64 << 20)
+    assert node.run("swappy", "--", "/bin/true").returncode == 0
+    assert int(knob.read_text()) == 64 << 20
+    _tenant(node, "swappy", 47125, mem=128 << 20, memsw=256 << 20)
+    r = node.run("swappy", "--", "/bin/true")
+    assert r.returncode == 0, r.stderr
+    assert int(knob.read_text()) == 256 << 20
+    assert int((_v1(node, "memory", "swappy") / "memory.limit_in_bytes").read_text()) == 128 << 20
+
+
+def test_cpu_knobs_follow_the_spec_and_go_back_to_defaults_when_unset(node) -> None:
+    cpu = _v1(node, "cpu", "knobs")
+    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists():
+        import pytest
+
+        pytest.skip("no cgroup v1 cpu hierarchy here")
+    _tenant(node, "knobs", 47126, cpu_weight=300, cpu_rate=1.5)
+    assert node.run("knobs", "--", "/bin/true").returncode == 0
+    assert (cpu / "cpu.shares").read_text().strip() == "3072"
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "150000"
+    _tenant(node, "knobs", 47126, cpu_weight=0, cpu_rate=0)
+    assert node.run("knobs", "--", "/bin/true").returncode == 0
+    assert (cpu / "cpu.shares").read_text().strip() == "1024"
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "-1"
