@@ -214,3 +214,28 @@ def test_bad_sizes_and_rates_get_one_line_naming_the_value(cfg, limits: dict, na
     key = next(iter(limits))
     assert named in msg and f"limits.{key}" in msg and "\n" not in msg
     assert not (cfg.tenants_dir / "alice").exists()
+
+
+def test_project_walk_never_follows_a_symlink_nor_opens_a_fifo(tmp_path: Path) -> None:
+    """assign_tree (what puts a kept home in its project) on a hostile tree: a symlink to a host file,
+    a FIFO (opening it would hang), a hard link. Project 0 with the inherit flag works on any ext4,
+    so this runs without quota support; a second walk changes nothing."""
+    home = tmp_path / "t" / "home"
+    (home / "a" / "sub").mkdir(parents=True)
+    (home / "a" / "f").write_text("x")
+    os.link(home / "a" / "f", home / "a" / "hard")
+    (home / "a" / "link").symlink_to("/etc/passwd")
+    os.mkfifo(home / "a" / "fifo")
+    fd = os.open(tmp_path / "t", os.O_PATH | os.O_DIRECTORY)
+    try:
+        try:
+            assert quota.assign_tree(fd, "home", 0) == 3  # home, a, sub get the inherit flag
+        except OSError as exc:
+            pytest.skip(f"{tmp_path} has no FS_IOC_FSSETXATTR: {exc.strerror}")
+        assert quota.dir_project(fd, "home") == (0, True)
+        assert quota.assign_tree(fd, "home", 0) == 0
+        with open("/etc/passwd", "rb") as fh:
+            host = fh.fileno()
+            assert quota.get_project(host)[1] is False  # the symlink's target was never touched
+    finally:
+        os.close(fd)
