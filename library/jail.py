@@ -88,7 +88,7 @@ options:
       disk:
         description:
           - Disk quota of the tenant in bytes, with an optional V(K), V(M), V(G) or V(T) suffix (V(10G)), for everything
-            it writes on the node (home, tmp, upper layer, whatever uid writes it there): a project quota, project id =
+            it writes on the node (home, tmp, upper layer, whatever uid writes it there), as a project quota whose project id is
             the uid. Needs project quotas on the tenants directory's filesystem (the jail_storage role), else refused.
           - A quota below the current usage is applied and deletes nothing; writes fail with EDQUOT until the tenant frees space.
           - Unset or 0 means no quota (usage is still counted where the filesystem has project quotas).
@@ -97,16 +97,24 @@ options:
         description: Files (inodes) the tenant may hold, a project quota like O(limits.disk); 0 means none.
         type: int
       cpu_weight:
-        description: The tenant's CPU share against other tenants, 1-10000, 100 being the default (cgroup v2 C(cpu.weight), v1 C(cpu.shares) = weight * 1024 / 100).
+        description:
+          - The tenant's CPU share against other tenants, 1-10000, 100 being the default
+            (cgroup v2 C(cpu.weight), v1 C(cpu.shares) = weight * 1024 / 100).
         type: int
       cpu_rate:
-        description: At most this many CPUs for the tenant as a whole (V(0.5), V(2)); cgroup C(cpu.max) or v1 C(cpu.cfs_quota_us) over 100 ms. 0 means no cap.
+        description:
+          - At most this many CPUs for the tenant as a whole (V(0.5), V(2)); cgroup C(cpu.max) or v1 C(cpu.cfs_quota_us)
+            over 100 ms. 0 means no cap.
         type: float
       io_weight:
-        description: The tenant's block IO share, 1-10000 (v2 C(io.weight)); where only BFQ offers a weight it is capped at 1000; ignored where the kernel has neither.
+        description:
+          - The tenant's block IO share, 1-10000 (v2 C(io.weight)); where only BFQ offers a weight it is capped at 1000;
+            ignored where the kernel has neither.
         type: int
       memsw:
-        description: Memory plus swap of the tenant in bytes (suffixes as O(limits.disk)); v1 C(memory.memsw.limit_in_bytes), v2 C(memory.swap.max) = memsw - mem.
+        description:
+          - Memory plus swap of the tenant in bytes (suffixes as O(limits.disk)), not below O(limits.mem);
+            v1 C(memory.memsw.limit_in_bytes), v2 C(memory.swap.max) = memsw - mem.
         type: raw
   program:
     description:

@@ -224,7 +224,7 @@ def resource_limit(name: str, key: str, value: object) -> int | float:
             rate = float(value) if not isinstance(value, bool) else -1.0  # type: ignore[arg-type]
         except (TypeError, ValueError):
             rate = -1.0
-        if not 0 <= rate <= 4096 or rate != rate:
+        if not 0 <= rate <= 4096:  # NaN fails this too
             raise JailError(f"{what} must be a number of CPUs (0.5, 2) between 0 and 4096, got {value!r}")
         rate = round(rate, 3)
         return int(rate) if rate == int(rate) else rate
