@@ -61,17 +61,33 @@ def quota_fs(tmp_path: Path, image_store: Path, cfg):
             subprocess.run(["losetup", "-d", loops], check=False)
 
 
-def _as(uid: int, code: str) -> subprocess.CompletedProcess:
-    """Run Python as the tenant uid (what a jailed program is to the filesystem)."""
-    return subprocess.run(["python3", "-c", code], user=uid, group=uid, capture_output=True, text=True, timeout=120)
+def _as(uid: int, code: str, directory: Path) -> subprocess.CompletedProcess:
+    """Run Python as the tenant uid (what a jailed program is to the filesystem), in `directory`.
+
+    The directory is opened here, as root, and handed over as descriptor DIR: the test's own tmp
+    path (root 0700) is not the tenant's to walk, and root would not do (CAP_SYS_RESOURCE passes
+    quotas)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return subprocess.run(
+            ["python3", "-c", code.replace("DIR", str(fd))],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(fd)
 
 
 FILL = """
-import errno, sys
-path = sys.argv[1] if len(sys.argv) > 1 else {path!r}
+import errno, os, sys
 written = 0
 try:
-    with open(path, "wb") as fh:
+    with open(os.open({name!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, dir_fd=DIR), "wb") as fh:
         while written < {most}:
             fh.write(b"x" * 65536); fh.flush(); written += 65536
 except OSError as exc:
@@ -81,7 +97,9 @@ print("OK", written)
 
 
 def _fill(uid: int, path: Path, most: int) -> tuple[str, int]:
-    r = _as(uid, FILL.format(path=str(path), most=most))
+    r = _as(uid, FILL.format(name=path.name, most=most), path.parent)
+    if not r.stdout.split():
+        return f"no output: {r.stderr.strip()[-300:]}", 0
     word, *rest = r.stdout.split()
     return (rest[0] if word == "ERR" else "OK"), int(rest[-1])
 
@@ -140,13 +158,13 @@ import errno, os
 n = 0
 try:
     for n in range(1_000_000):
-        os.close(os.open(f"{d}/f{{n}}", os.O_CREAT | os.O_WRONLY, 0o600))
+        os.close(os.open(f"f{n}", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=DIR))
 except OSError as exc:
     print(errno.errorcode[exc.errno], n)
 else:
     print("OK", n)
-""".format(d=cfg.jail_root("alice") / "home/alice")
-    word, count = _as(ALICE, code).stdout.split()
+"""
+    word, count = _as(ALICE, code, cfg.jail_root("alice") / "home/alice").stdout.split()
     assert word == "EDQUOT" and int(count) < 2000
     assert tenant_usage(cfg, "alice", ALICE, {})["inodes"]["full"] is True
 
