@@ -194,9 +194,16 @@ def test_existing_files_join_the_project_and_second_run_changes_nothing(quota_fs
     finally:
         os.close(fd)
     (home / "alice/old").write_bytes(b"o" * (1 << 20))
+    for path in (home / "alice", home / "alice/old"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            quota.set_project(fd, 0, path.is_dir())
+        finally:
+            os.close(fd)
+    assert quota.get(cfg.tenants_dir, ALICE)["bytes"] < 1 << 20
     result = converge(cfg, {"name": "alice", "limits": {"disk": "4M"}, "state": "present"})
     assert any("in project 47201" in a for a in result.actions)
-    assert quota.get(cfg.tenants_dir, ALICE)["bytes"] >= 1 << 20
+    assert quota.get(cfg.tenants_dir, ALICE)["bytes"] >= 1 << 20, "the kept file was not put in the project"
     assert converge(cfg, {"name": "alice", "limits": {"disk": "4M"}, "state": "present"}).actions == []
 
 
