@@ -18,12 +18,12 @@ from jailyard.errors import JailError
 from jailyard.expiry import expire_pass
 from jailyard.lifecycle import converge, jail_facts
 from jailyard.registry import load_spec
-from jailyard.spec import LIMIT_KEYS
+from jailyard.spec import LIMIT_KEYS, RESOURCE_KEYS
 
 JAILRUN = "/usr/local/sbin/jailrun"
 FLAGS = {"force": "--force", "purge": "--purge", "shared_gid": "--shared-gid"}
 UNITS = {"K": 10, "M": 20, "G": 30, "T": 40}  # as jailrun's --mem and --fsize
-SIZED = ("mem", "fsize")
+SIZED = ("mem", "fsize", "disk", "memsw")
 # Past tense of the verbs that start an action ("mount alice: /" -> "mounted alice: /").
 PAST = {
     "create": "created",
@@ -41,12 +41,15 @@ PAST = {
 }
 
 
-def _limits(pairs: list[str]) -> dict[str, int]:
-    limits = {}
+def _limits(pairs: list[str]) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        if sep and key in RESOURCE_KEYS:
+            limits[key] = value  # checked by the spec (sizes, weights, CPUs), which names the value
+            continue
         if not sep or key not in LIMIT_KEYS:
-            raise JailError(f"invalid --limit {pair!r}: expected KEY=N with KEY one of {', '.join(LIMIT_KEYS)}")
+            raise JailError(f"invalid --limit {pair!r}: expected KEY=N with KEY one of {', '.join(LIMIT_KEYS + RESOURCE_KEYS)}")
         limits[key] = _limit_value(pair, key, value)
     return limits
 
@@ -106,6 +109,42 @@ def cmd_status(cfg: Config, args: argparse.Namespace) -> Any:
     if fact["service"] or fact["service_status"]["running"]:
         lines.append(f"service: {'' if fact['service'] else '(not wanted) '}{_service_line(fact['service_status'])}")
     return "\n".join(lines)
+
+
+STATS_COLUMNS = ["name", "resource", "current", "peak", "limit", "failcnt"]
+
+
+def cmd_stats(cfg: Config, args: argparse.Namespace) -> Any:
+    """Beancounters (usage.py): per tenant and resource, current, peak, limit and failure count."""
+    facts = jail_facts(cfg, args.name or "*", usage=True)
+    if args.name and not facts:
+        raise JailError(f"unknown jail {args.name!r}")
+    if args.json:
+        return {f["name"]: f["usage"] for f in facts}
+    rows = []
+    for fact in facts:
+        for resource, row in fact["usage"].items():
+            cells = {k: _stat_cell(resource, k, row.get(k)) for k in ("current", "peak", "limit", "failcnt")}
+            if row.get("full"):
+                cells["failcnt"] = "full"
+            rows.append({"name": fact["name"], "resource": resource, **cells})
+    return _table(rows, STATS_COLUMNS)
+
+
+def _stat_cell(resource: str, key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "limit" and not value:
+        return "none"
+    if key == "failcnt":
+        return str(value)
+    if resource in ("memory", "disk") and isinstance(value, int):
+        for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+            if value >= 1 << shift:
+                return f"{value / (1 << shift):.1f}{unit}"
+    if resource == "cpu":
+        return f"{value:g}" if key == "limit" else f"{value:.2f}s"
+    return str(value)
 
 
 def _service_line(st: dict[str, Any]) -> str:
@@ -246,7 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "--admin", action="store_true", help="tenant root: run as uid 0 of its own user namespace (overlay layout, at creation)"
             )
             p.add_argument(
-                "--limit", action="append", metavar="KEY=N", help=f"a limit: {', '.join(LIMIT_KEYS)} (mem, fsize: K, M, G, T suffixes)"
+                "--limit",
+                action="append",
+                metavar="KEY=N",
+                help=f"a limit: {', '.join(LIMIT_KEYS + RESOURCE_KEYS)} (mem, fsize, disk, memsw: K, M, G, T suffixes; cpu_rate in CPUs)",
             )
         if state in ("present", "mounted"):
             p.add_argument("--program", help="the tenant's program: an absolute path inside the jail and its arguments (shell words)")
@@ -267,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("jailrun_args", nargs=argparse.REMAINDER, help="passed to jailrun as they are")
     p = add("shell", cmd_shell, "An interactive shell in a jail, on a terminal of its own (jailrun --pty).")
     p.add_argument("--program", default="/bin/sh", help="the shell, a path inside the jail (default: %(default)s)")
+    p = add(
+        "stats", cmd_stats, "Beancounters: per tenant memory, processes, CPU, disk, inodes: current, peak, limit, failures.", jail=False
+    )
+    p.add_argument("name", nargs="?", metavar="NAME", help="one jail (default: every jail)")
     p = add("sessions", cmd_sessions, "List live sessions: pid, caller, program, start, CPU, memory, terminal.", jail=False)
     p.add_argument("name", nargs="?", metavar="NAME", help="one jail (default: every jail)")
     p = add("kill", cmd_kill, "End one or all of a jail's sessions, every process of each (no escape by forking).")

@@ -10,7 +10,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/quota.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -33,15 +35,22 @@ static const struct controller {
     [CG_PIDS] = {"pids", LIM_PROCS, 1, {"pids.max", "max", NULL, "pids.events", "max"},
                  {"pids.max", "max", NULL, "pids.events", "max"}},
     [CG_CPU] = {"cpu", -1, 0, {NULL, NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL, NULL}},
+    [CG_IO] = {"blkio", -1, 0, {NULL, NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL, NULL}},
+    [CG_CPUACCT] = {"cpuacct", -1, 0, {NULL, NULL, NULL, NULL, NULL}, {NULL, NULL, NULL, NULL, NULL}},
 };
+/* v2 names the block IO controller "io". */
+static const char *v2_name(int c) { return c == CG_IO ? "io" : controllers[c].name; }
 
-#define MAX_CG 4
+#define MAX_CG 6
 static struct {
     struct {
         int on, v2;
         char tenant[JR_PATH_MAX], leaf[JR_PATH_MAX];
         unsigned long long before;
     } ctl[CG_COUNT];
+    unsigned long long throttled_before, periods_before;  /* the tenant's cpu.stat at cg_setup */
+    char tenant_dir[JR_PATH_MAX];   /* <tenants>/<name> when the plan has a disk or inode quota, else "" */
+    unsigned long projid;
     int procs_fd[MAX_CG];   /* cgroup.procs of each leaf; PID 1 writes "0" into each */
     size_t n_procs;
     char session_dirs[MAX_CG][JR_PATH_MAX];
@@ -102,10 +111,97 @@ static const char *v2_root(int in_v2[CG_COUNT])
         if (read_small(path, buf, sizeof buf) >= 0)
             for (char *tok = buf, *save = NULL; (tok = strtok_r(tok, " \n", &save)); tok = NULL)
                 for (int c = 0; c < CG_COUNT; c++)
-                    in_v2[c] |= strcmp(tok, controllers[c].name) == 0;
+                    in_v2[c] |= strcmp(tok, v2_name(c)) == 0;
         return roots[r];
     }
     return "";
+}
+
+/* Resource guarantees (issue 16) on the tenant's cgroup, written at every launch like its limits
+ * (an unset one is written back to the kernel's default, so removing it takes effect):
+ * cpu_weight (v2 cpu.weight, v1 cpu.shares = weight * 1024 / 100), cpu_rate (v2 cpu.max, v1
+ * cpu.cfs_quota_us over a 100 ms period), memsw (v1 memory.memsw.limit_in_bytes, v2
+ * memory.swap.max = memsw - mem) and io_weight (BFQ's weight where the knob exists). A knob the
+ * kernel does not offer (no swap accounting, no BFQ) is skipped. */
+static int knob_exists(const char *dir, const char *knob)
+{
+    char path[JR_PATH_MAX];
+    join(path, sizeof path, dir, knob);
+    return access(path, F_OK) == 0;
+}
+
+static void write_resources(const struct launch *l, int c, const char *dir, int v2)
+{
+    const unsigned long long *res = l->plan.res;
+    char value[64];
+    switch (c) {
+    case CG_CPU: {
+        unsigned long long w = res[RES_CPU_WEIGHT], quota = res[RES_CPU_RATE] * 100; /* us per 100000 us */
+        const char *share = v2 ? "cpu.weight" : "cpu.shares", *cap = v2 ? "cpu.max" : "cpu.cfs_quota_us";
+        if (v2)
+            snprintf(value, sizeof value, "%llu", w ? w : 100);
+        else
+            snprintf(value, sizeof value, "%llu", w ? (w * 1024 / 100 < 2 ? 2 : w * 1024 / 100) : 1024);
+        if (knob_exists(dir, share))
+            cg_write(dir, share, value);
+        else if (w)
+            die(EXIT_INTERNAL, "the tenant asks for cpu_weight but %s has no %s", dir, share);
+        /* Without CFS bandwidth control (CONFIG_CFS_BANDWIDTH) there is no cap to write or reset. */
+        if (!knob_exists(dir, cap)) {
+            if (quota)
+                die(EXIT_INTERNAL, "the tenant asks for cpu_rate but this kernel has no CPU bandwidth control (%s)", cap);
+            break;
+        }
+        if (quota < 1000 && quota)
+            quota = 1000;   /* the kernel's smallest quota is 1 ms */
+        if (v2) {
+            if (quota)
+                snprintf(value, sizeof value, "%llu 100000", quota);
+            else
+                snprintf(value, sizeof value, "max 100000");
+            cg_write(dir, "cpu.max", value);
+        } else {
+            cg_write(dir, "cpu.cfs_period_us", "100000");
+            if (quota)
+                snprintf(value, sizeof value, "%llu", quota);
+            else
+                snprintf(value, sizeof value, "-1");
+            cg_write(dir, "cpu.cfs_quota_us", value);
+        }
+        break;
+    }
+    case CG_MEMORY: {
+        unsigned long long memsw = res[RES_MEMSW], mem = l->plan.limits[LIM_MEM];
+        const char *knob = v2 ? "memory.swap.max" : "memory.memsw.limit_in_bytes";
+        if (!knob_exists(dir, knob)) {
+            if (memsw)
+                die(EXIT_INTERNAL, "the tenant asks for memsw but this kernel accounts no swap (%s)", knob);
+            break;
+        }
+        if (!memsw)
+            snprintf(value, sizeof value, "%s", v2 ? "max" : "-1");
+        else
+            snprintf(value, sizeof value, "%llu", v2 ? (memsw > mem && mem ? memsw - mem : 0) : memsw);
+        cg_write(dir, knob, value);
+        break;
+    }
+    case CG_IO: {
+        unsigned long long w = res[RES_IO_WEIGHT];
+        const char *knob = v2 ? "io.bfq.weight" : "blkio.bfq.weight";
+        if (v2 && knob_exists(dir, "io.weight"))
+            knob = "io.weight";
+        if (!knob_exists(dir, knob))
+            break;
+        if (strcmp(knob, "io.weight") == 0)
+            snprintf(value, sizeof value, "default %llu", w ? w : 100);
+        else    /* BFQ: 1-1000, default 100 */
+            snprintf(value, sizeof value, "%llu", w ? (w > 1000 ? 1000 : w) : 100);
+        cg_write(dir, knob, value);
+        break;
+    }
+    default:
+        break;
+    }
 }
 
 /* cgroup v1: one hierarchy per controller, /sys/fs/cgroup/<ctrl>; a controller
@@ -125,8 +221,14 @@ static void setup_v1(const struct launch *l, enum cg_controller c, int want_sess
         cg_mkdir(tenant);
     }
     const char *leaf = tenant;
+    if (c != CG_MEMORY)
+        write_resources(l, (int)c, tenant, 0);
+    else if (knob_exists(tenant, "memory.memsw.limit_in_bytes"))
+        cg_write(tenant, "memory.memsw.limit_in_bytes", "-1");   /* v1: memory <= memsw at every step */
     if (ctl->limit >= 0) {
         write_limit(&ctl->v1, tenant, l->plan.limits[ctl->limit]);
+        if (c == CG_MEMORY)
+            write_resources(l, (int)c, tenant, 0);  /* memsw may not be below the memory limit: after it */
         if (want_session) {
             join(session, sizeof session, tenant, sname);
             add_session(session);
@@ -148,7 +250,7 @@ static void setup_v2(const struct launch *l, const char *root, const int in_v2[C
     for (int c = 0; c < CG_COUNT; c++)
         if (in_v2[c]) {
             strcat(enable, enable[0] ? " +" : "+");
-            strcat(enable, controllers[c].name);
+            strcat(enable, v2_name(c));
         }
     join(group, sizeof group, root, l->cfg.cgroup_name);
     join(tenant, sizeof tenant, group, l->args.name);
@@ -161,6 +263,9 @@ static void setup_v2(const struct launch *l, const char *root, const int in_v2[C
     for (int c = 0; c < CG_COUNT; c++)
         if (in_v2[c] && controllers[c].limit >= 0)
             write_limit(&controllers[c].v2, tenant, l->plan.limits[controllers[c].limit]);
+    for (int c = 0; c < CG_COUNT; c++)
+        if (in_v2[c])
+            write_resources(l, c, tenant, 1);
     add_session(session);
     for (int c = 0; c < CG_COUNT; c++) {
         if (!in_v2[c])
@@ -197,6 +302,10 @@ void cg_setup(const struct launch *l, int want_session, int count_events)
     int in_v2[CG_COUNT] = {0};
     snprintf(sname, sizeof sname, "s%d", (int)getpid());
     const char *root = v2_root(in_v2);
+    if (l->plan.res[RES_DISK] || l->plan.res[RES_INODES]) {
+        join(cg.tenant_dir, sizeof cg.tenant_dir, l->cfg.tenants_dir, l->args.name);
+        cg.projid = l->plan.uid;    /* a tenant's project id is its uid (module_utils/jailyard/quota.py) */
+    }
     for (int c = 0; c < CG_COUNT; c++)
         if (!in_v2[c])
             setup_v1(l, (enum cg_controller)c, want_session, sname);
@@ -206,9 +315,48 @@ void cg_setup(const struct launch *l, int want_session, int count_events)
             break;
         }
     /* Without a session cgroup the counters are the tenant's: count the difference. */
-    if (count_events)
+    if (count_events) {
         for (int c = 0; c < CG_COUNT; c++)
             cg.ctl[c].before = read_events((enum cg_controller)c);
+        cg.throttled_before = 0;
+        cg.throttled_before = (unsigned long long)(cg_cpu_throttled(&cg.periods_before) * 1e9);
+    }
+}
+
+#ifndef SYS_quotactl_fd
+#define SYS_quotactl_fd 443
+#endif
+
+int cg_quota_hit(void)
+{
+    struct if_dqblk dq;
+    if (!cg.tenant_dir[0])
+        return 0;
+    int fd = open(cg.tenant_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    memset(&dq, 0, sizeof dq);
+    long r = syscall(SYS_quotactl_fd, fd, QCMD(Q_GETQUOTA, PRJQUOTA), (unsigned)cg.projid, &dq);
+    close(fd);
+    if (r < 0)
+        return 0;
+    /* Within a block (4 KiB) of the byte limit counts as full: the last write that failed was smaller. */
+    return (dq.dqb_bhardlimit && dq.dqb_curspace + 4096 >= dq.dqb_bhardlimit * 1024) ||
+           (dq.dqb_ihardlimit && dq.dqb_curinodes >= dq.dqb_ihardlimit);
+}
+
+double cg_cpu_throttled(unsigned long long *periods)
+{
+    char path[JR_PATH_MAX];
+    *periods = 0;
+    if (!cg.ctl[CG_CPU].on)
+        return 0;
+    /* The tenant's: the rate cap is on it (a session cgroup's own counters miss its siblings' share). */
+    join(path, sizeof path, cg.ctl[CG_CPU].tenant, "cpu.stat");
+    unsigned long long n = read_key(path, "nr_throttled");
+    unsigned long long ns = cg.ctl[CG_CPU].v2 ? read_key(path, "throttled_usec") * 1000 : read_key(path, "throttled_time");
+    *periods = n > cg.periods_before ? n - cg.periods_before : 0;
+    return ns > cg.throttled_before ? (double)(ns - cg.throttled_before) / 1e9 : 0;
 }
 
 void cg_join(void)

@@ -10,7 +10,8 @@
 
 #include "jailrun.h"
 
-enum cg_controller { CG_MEMORY, CG_PIDS, CG_CPU, CG_COUNT };
+/* CG_IO (v1 blkio, v2 io) and CG_CPUACCT (v1 only; v2's cpu.stat has the usage) since issue 16. */
+enum cg_controller { CG_MEMORY, CG_PIDS, CG_CPU, CG_IO, CG_CPUACCT, CG_COUNT };
 
 /* Make the tenant's (and session's) cgroups, write their limits and open each
  * leaf's cgroup.procs for PID 1; with count_events, note the event counters. */
@@ -25,6 +26,11 @@ int cg_has(enum cg_controller c);
 unsigned long long cg_events(enum cg_controller c);
 /* The session's peak memory, if it has a memory cgroup of its own (else 0 and *peak untouched). */
 int cg_session_peak(unsigned long long *peak);
+/* Resource guarantees (issue 16): how long and how often the tenant's cgroup was throttled by
+ * its cpu_rate since cg_setup (seconds, periods); 0 when there is no cpu controller. */
+double cg_cpu_throttled(unsigned long long *periods);
+/* Whether the tenant's project quota (disk bytes or inodes) is full now; 0 without one. */
+int cg_quota_hit(void);
 /* Remove the session's cgroups (empty once PID 1 is gone). */
 void cg_remove_session(void);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 const char *const jr_limit_names[LIM_COUNT] = {"cpu", "mem", "procs", "fsize", "nofile", "wall"};
+const char *const jr_resource_names[RES_COUNT] = {"disk", "inodes", "cpu_weight", "cpu_rate", "io_weight", "memsw"};
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -511,11 +512,34 @@ static int set_plan_key(const struct plan_key *k, const char *v, struct jr_plan 
     return 0;
 }
 
+/* Upper bounds of the resource lines: weights 1-10000, cpu_rate 4096 CPUs in milli-CPUs. */
+static const unsigned long long resource_max[RES_COUNT] = {1ULL << 62, 1ULL << 62, 10000, 4096000, 10000, 1ULL << 62};
+
+/* A `limit KEY N` line of a resource guarantee: 1 if it was one (and set), 0 if not, -1 on error. */
+static int parse_resource(char **f, size_t nf, size_t lineno, struct jr_plan *plan, unsigned *seen, char *err,
+                          size_t errlen)
+{
+    if (nf != 3 || strcmp(f[0], "limit") != 0)
+        return 0;
+    for (int r = 0; r < RES_COUNT; r++) {
+        if (strcmp(f[1], jr_resource_names[r]) != 0)
+            continue;
+        if (*seen & (1u << r))
+            return fail(err, errlen, "line %zu: limit %s given twice", lineno, f[1]);
+        if (jr_parse_number(f[2], resource_max[r], 0, &plan->res[r]) < 0)
+            return fail(err, errlen, "line %zu: invalid %s limit '%s'", lineno, f[1], f[2]);
+        *seen |= 1u << r;
+        return 1;
+    }
+    return fail(err, errlen, "line %zu: unknown limit '%s'", lineno, f[1]);
+}
+
 int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err, size_t errlen)
 {
     enum { N_HEADER = sizeof plan_header / sizeof plan_header[0] };
     char line[3 * JR_PATH_MAX];
     size_t lineno = 0;
+    unsigned res_seen = 0;
 
     memset(plan, 0, sizeof *plan);
     if (len > JR_MAX_FILE)
@@ -557,6 +581,9 @@ int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err,
                 return fail(err, errlen, "line %zu: expected 'admin BASE' with BASE from 1 to %lu", lineno,
                             JR_ADMIN_ID_MAX + 1 - JR_ADMIN_COUNT);
             plan->admin = (unsigned long)base;
+        } else if (plan->n_mounts == 0 && nf == 3 && strcmp(f[0], "limit") == 0) {
+            if (parse_resource(f, nf, lineno, plan, &res_seen, err, errlen) < 0)
+                return -1;
         } else {
             if (nf != 5 || strcmp(f[0], "mount") != 0)
                 return fail(err, errlen, "line %zu: expected 'mount TARGET TYPE SOURCE OPTIONS'", lineno);

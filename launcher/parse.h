@@ -23,6 +23,10 @@
 /* Limits, in the plan's order. 0 = unlimited. */
 enum { LIM_CPU, LIM_MEM, LIM_PROCS, LIM_FSIZE, LIM_NOFILE, LIM_WALL, LIM_COUNT };
 extern const char *const jr_limit_names[LIM_COUNT];
+/* Resource guarantees (issue 16): optional plan lines `limit KEY N` after the six above, before
+ * the mounts, in any order, each at most once; 0 or absent = not set. cpu_rate in milli-CPUs. */
+enum { RES_DISK, RES_INODES, RES_CPU_WEIGHT, RES_CPU_RATE, RES_IO_WEIGHT, RES_MEMSW, RES_COUNT };
+extern const char *const jr_resource_names[RES_COUNT];
 
 struct jr_config {
     char images_dir[JR_PATH_MAX];
@@ -62,6 +66,7 @@ struct jr_plan {
     char image[65];
     int net;    /* JR_NET_*: the plan's "net" line */
     unsigned long long limits[LIM_COUNT];
+    unsigned long long res[RES_COUNT];   /* resource guarantees; 0 = not set */
     size_t n_mounts;
     struct jr_mount mounts[JR_MAX_MOUNTS];
     /* Tenant root (optional "admin BASE" line between the limits and the mounts): the first host id

@@ -73,6 +73,8 @@ static const char *verdict(const struct outcome *o, unsigned long long cpu_limit
         return "fsize";
     if (o->exit_code != 0 && cg_events(CG_PIDS) > 0)
         return "procs";
+    if (o->exit_code != 0 && cg_quota_hit())
+        return "disk";  /* failed with its project quota full: EDQUOT stopped it (issue 16) */
     return "none";
 }
 
@@ -97,13 +99,15 @@ struct outcome supervise(pid_t init, const sigset_t *set, const struct timespec 
 void write_meta(int fd, const struct outcome *o, const char *shown_path)
 {
     char buf[1024];
-    unsigned long long peak = (unsigned long long)o->ru.ru_maxrss * 1024;
+    unsigned long long peak = (unsigned long long)o->ru.ru_maxrss * 1024, periods;
     cg_session_peak(&peak);
+    double throttled = cg_cpu_throttled(&periods);
     int n = snprintf(buf, sizeof buf,
-                     "status %d\n%s %d\ncpu_user %.3f\ncpu_sys %.3f\nwall %.3f\nmem_peak %llu\nkilled_by %s\n",
+                     "status %d\n%s %d\ncpu_user %.3f\ncpu_sys %.3f\nwall %.3f\nmem_peak %llu\nkilled_by %s\n"
+                     "cpu_throttled %.3f\ncpu_throttled_periods %llu\n",
                      o->exit_code, WIFEXITED(o->status) ? "exitcode" : "signal",
                      WIFEXITED(o->status) ? WEXITSTATUS(o->status) : WTERMSIG(o->status), seconds(&o->ru.ru_utime),
-                     seconds(&o->ru.ru_stime), o->wall, peak, o->killed_by);
+                     seconds(&o->ru.ru_stime), o->wall, peak, o->killed_by, throttled, periods);
     if (write_all(fd, buf, (size_t)n) < 0) {
         char shown[512];
         fprintf(stderr, "jailrun: cannot write --meta %s: %s\n", escape(shown, sizeof shown, shown_path),

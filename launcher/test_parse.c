@@ -141,6 +141,22 @@ int main(void)
     CHECK(plan_with("mount /home bind", "mount home bind", err) < 0, "a relative mount target is refused");
     CHECK(plan_with("mount /home bind", "mount /home/../etc bind", err) < 0, "'..' in a mount target is refused");
     CHECK(plan_with("version 1", "version 2", err) < 0, "an unknown plan version is refused");
+    /* Resource guarantees (issue 16): optional limit lines between the six and the mounts. */
+    {
+        static char buf[8192];
+        struct jr_plan rp;
+        const char *at = strstr(PLAN, "mount / ");
+        snprintf(buf, sizeof buf, "%.*slimit cpu_rate 500\nlimit cpu_weight 200\nlimit disk 1048576\n%s",
+                 (int)(at - PLAN), PLAN, at);
+        CHECK(parse_plan_text(buf, &rp, err) == 0 && rp.res[RES_CPU_RATE] == 500 && rp.res[RES_CPU_WEIGHT] == 200 &&
+                  rp.res[RES_DISK] == 1048576 && rp.res[RES_MEMSW] == 0,
+              "resource limit lines are read into res[]");
+        CHECK(parse_plan_text(PLAN, &rp, err) == 0 && rp.res[RES_CPU_WEIGHT] == 0, "a plan without them still parses");
+    }
+    CHECK(plan_with("mount / ", "limit cpu_weight 10001\nmount / ", err) < 0, "a cpu_weight above 10000 is refused");
+    CHECK(plan_with("mount / ", "limit disk 1\nlimit disk 2\nmount / ", err) < 0, "a resource limit given twice is refused");
+    CHECK(plan_with("mount / ", "limit bogus 1\nmount / ", err) < 0 && strstr(err, "bogus"), "an unknown limit is refused by name");
+    CHECK(plan_with("mount /home ", "limit disk 1\nmount /home ", err) < 0, "a limit line after a mount is refused");
     CHECK(plan_with("net 0", "net 0\nevil 1", err) < 0, "an unknown key is refused");
     CHECK(plan_with("hostname alice", "hostname ali ce", err) < 0, "a bad hostname is refused");
     CHECK(plan_with("name alice", "name ../x", err) < 0, "a bad name in the plan is refused");

@@ -100,6 +100,37 @@ options:
       net_rate:
         description: Bits per second each way for a O(net=private) jail (a tbf qdisc on both ends of its veth).
         type: int
+      disk:
+        description:
+          - Disk quota of the tenant in bytes, with an optional V(K), V(M), V(G) or V(T) suffix (V(10G)), for everything
+            it writes on the node (home, tmp, upper layer, whatever uid writes it there), as a project quota whose project id is
+            the uid. Needs project quotas on the tenants directory's filesystem (the jail_storage role), else refused.
+          - A quota below the current usage is applied and deletes nothing; writes fail with EDQUOT until the tenant frees space.
+          - Unset or 0 means no quota (usage is still counted where the filesystem has project quotas).
+        type: raw
+      inodes:
+        description: Files (inodes) the tenant may hold, a project quota like O(limits.disk); 0 means none.
+        type: int
+      cpu_weight:
+        description:
+          - The tenant's CPU share against other tenants, 1-10000, 100 being the default
+            (cgroup v2 C(cpu.weight), v1 C(cpu.shares) = weight * 1024 / 100).
+        type: int
+      cpu_rate:
+        description:
+          - At most this many CPUs for the tenant as a whole (V(0.5), V(2)); cgroup C(cpu.max) or v1 C(cpu.cfs_quota_us)
+            over 100 ms. 0 means no cap.
+        type: float
+      io_weight:
+        description:
+          - The tenant's block IO share, 1-10000 (v2 C(io.weight)); where only BFQ offers a weight it is capped at 1000;
+            ignored where the kernel has neither.
+        type: int
+      memsw:
+        description:
+          - Memory plus swap of the tenant in bytes (suffixes as O(limits.disk)), not below O(limits.mem);
+            v1 C(memory.memsw.limit_in_bytes), v2 C(memory.swap.max) = memsw - mem.
+        type: raw
   program:
     description:
       - The tenant's program, a command line whose first word is an absolute path inside the jail.
@@ -218,6 +249,24 @@ options:
           net_rate:
             description: As O(limits.net_rate).
             type: int
+          disk:
+            description: As O(limits.disk).
+            type: raw
+          inodes:
+            description: As O(limits.inodes).
+            type: int
+          cpu_weight:
+            description: As O(limits.cpu_weight).
+            type: int
+          cpu_rate:
+            description: As O(limits.cpu_rate).
+            type: float
+          io_weight:
+            description: As O(limits.io_weight).
+            type: int
+          memsw:
+            description: As O(limits.memsw).
+            type: raw
       program:
         description: As O(program).
         type: str
@@ -261,6 +310,7 @@ EXAMPLES = r"""
     jails:
       - {name: alice, uid: 10001}
       - {name: bob, uid: 10002, layout: overlay, limits: {mem: 268435456}}
+      - {name: carol, uid: 10003, limits: {disk: 10G, inodes: 100000, cpu_weight: 200, cpu_rate: 0.5}}
     state: mounted
     exclusive: true
 
@@ -336,6 +386,9 @@ from ansible.module_utils.jailyard.lifecycle import STATES, PartialFailure, conv
 from ansible.module_utils.jailyard.packages import ensure_packages
 
 LIMITS = {key: {"type": "int"} for key in ("cpu", "mem", "procs", "fsize", "nofile", "wall", "net_rate")}
+# Resource guarantees (issue 16): sizes are raw (10G), checked by the spec, which names a bad value.
+LIMITS.update({"disk": {"type": "raw"}, "inodes": {"type": "int"}, "cpu_weight": {"type": "int"}})
+LIMITS.update({"cpu_rate": {"type": "float"}, "io_weight": {"type": "int"}, "memsw": {"type": "raw"}})
 # One jail's options: the single form's, and each item of `jails` (unset: None, so the task's apply).
 ITEM_OPTIONS = {
     "name": {"type": "str"},

@@ -30,6 +30,15 @@ options:
     description: Also add up each tenant's disk usage (walks its files, so slower).
     type: bool
     default: false
+  usage:
+    description:
+      - Add each tenant's beancounters as C(usage), as C(jailctl stats --json) prints them, for V(memory), V(procs),
+        V(cpu) (seconds), V(disk) (bytes) and V(inodes) (files), each with C(current), C(peak), C(limit) (0 is none)
+        and C(failcnt) (how often the limit struck since the tenant's cgroup was made; V(null) where the node cannot
+        tell, such as quotas, which keep no count and say C(full) instead).
+      - Read live from the tenant's cgroups and its project quota (a dozen small reads per tenant).
+    type: bool
+    default: false
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -76,6 +85,12 @@ jails:
       root: /srv/jails/alice
       net_address: 10.231.0.2
       net_address6: null
+      usage:
+        memory: {current: 3112960, peak: 52428800, limit: 536870912, failcnt: 0, oom_kills: 0}
+        procs: {current: 2, peak: 9, limit: 64, failcnt: 0}
+        cpu: {current: 12.5, peak: null, limit: 0.5, failcnt: 240, throttled_seconds: 11.9}
+        disk: {current: 1048576, peak: null, limit: 1073741824, failcnt: null, full: false}
+        inodes: {current: 12, peak: null, limit: 10000, failcnt: null, full: false}
       service: true
       service_status: {running: true, state: running, failures: 1, starts: 2, last_exit: 137, session: 4242,
                        next_start: null, pid: 4240, program: [/usr/bin/python3, /home/alice/app.py]}
@@ -93,13 +108,14 @@ def main() -> None:
         argument_spec={
             "name": {"type": "str", "default": "*"},
             "disk_usage": {"type": "bool", "default": False},
+            "usage": {"type": "bool", "default": False},
             "config": CONFIG_OPTION,
         },
         supports_check_mode=True,
     )
     try:
         cfg = load_config(module.params["config"])
-        facts = jail_facts(cfg, module.params["name"], module.params["disk_usage"])
+        facts = jail_facts(cfg, module.params["name"], module.params["disk_usage"], usage=module.params["usage"])
         by_tenant: dict = {}
         if any(fact["sessions"] for fact in facts):
             for s in list_sessions(cfg):  # one pass over /proc for all of them

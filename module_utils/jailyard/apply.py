@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, network, registry, service
+from . import leftovers, network, quota, registry, service
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -209,6 +209,17 @@ def _net_down(run: _Run, step: Step) -> None:
     network.tear_down(run.cfg, run.name, release_static=bool(step.net))
 
 
+def _set_project(run: _Run, step: Step) -> None:
+    """The tenant's project on a dir and everything below it (quota.py; never follows a symlink)."""
+    with opened(os.open(run.base(step), os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as bfd:
+        quota.assign_tree(bfd, step.path, step.uid)
+
+
+def _set_quota(run: _Run, step: Step) -> None:
+    disk, inodes = (int(v) for v in step.text.split())
+    quota.set_limits(run.cfg.tenants_dir, step.uid, disk, inodes)
+
+
 def _drop_lock(run: _Run, step: Step) -> None:
     run.lock.unlink_locked()
 
@@ -237,4 +248,6 @@ APPLY = {
     "drop-lock": _drop_lock,
     "net-up": _net_up,  # issue 17
     "net-down": _net_down,
+    "set-project": _set_project,
+    "set-quota": _set_quota,
 }

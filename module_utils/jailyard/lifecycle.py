@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, network, registry
+from . import leftovers, network, quota, registry
 from .apply import apply_steps
 from .config import Config
 from .errors import JailError
@@ -30,6 +30,7 @@ from .planner import mount_plan, plan_jail, plan_mount
 from .service import status as service_status
 from .sessions import live_sessions, tenants_with_session_records
 from .spec import LIMIT_KEYS, check_name
+from .usage import tenant_usage
 from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
 
 
@@ -89,6 +90,7 @@ def converge_many(
     flags = {**MODULE_FLAGS, **(flags or {})}
     items = normalize(list(items), defaults)
     strays = leftovers.Strays(cfg, scan=exclusive)
+    quota.forget()  # whether the tenants dir has project quotas: read once per run
     if exclusive:
         # Unlisted tenants, and names only an interrupted run left something of.
         listed = {item["name"] for item in items}
@@ -137,7 +139,8 @@ def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.St
             # Someone changed it between our read and the lock: observe again.
             obs = observe(cfg, want.name, None)
         image = want.spec.image if want.spec is not None and want.state == "mounted" else None
-        observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image)
+        uid = want.spec.uid if want.spec is not None else None
+        observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image, uid=uid)
         planned = plan_jail(cfg, obs, want, flags)
         if not check:
             apply_steps(cfg, want.name, planned.steps, lock)
@@ -183,7 +186,7 @@ def mount_tenant(cfg: Config, name: str, lock_held: bool = False) -> Result:
     return result
 
 
-def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> list[dict[str, Any]]:
+def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage: bool = False) -> list[dict[str, Any]]:
     """Facts for every jail matching pattern: one read of each spec, one statx per planned mount.
 
     No read of the mount table (50,000 lines with 10,000 jails mounted): whether
@@ -231,6 +234,8 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False) -> lis
             fact["net_address6"] = record.get("address6")
         if disk_usage:
             fact["disk_usage"] = _disk_usage(cfg.tenant_dir(name))
+        if usage:
+            fact["usage"] = tenant_usage(cfg, name, spec.uid, spec.limits)  # beancounters (usage.py)
         facts.append(fact)
     return facts
 

@@ -11,12 +11,13 @@ import os
 import stat
 from typing import Any
 
-from . import leftovers, network, registry
+from . import leftovers, network, quota, registry
 from .config import Config
 from .image import resolve_image
 from .kernel import is_mount_root
 from .mountinfo import MountInfo
 from .plan import MountPlan
+from .safefs import opened
 from .service import status as service_status
 from .sessions import live_sessions
 from .spec import TenantSpec
@@ -60,6 +61,10 @@ class Observed:
     current_image: str | None = None
     net: dict | None = None  # issue 17: what there is of the tenant's own network (network.observe)
     net_leases: list[str] = dataclasses.field(default_factory=list)  # its addresses, read for a removal
+    # Resource guarantees (issue 16), filled by observe_details: {"unsupported": why} if the tenants
+    # dir's filesystem has no project quota, else {"projects": {rel: (projid, inherit) or None},
+    # "limits": (bytes, inodes)}; None when not observed (state absent).
+    quota: dict[str, Any] | None = None
 
     def state(self) -> str:
         if self.spec is None:
@@ -97,7 +102,9 @@ def is_current(cfg: Config, obs: Observed) -> bool:
     return all(t in obs.mounted for t in planned if is_mount_root(t))
 
 
-def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check: bool, purge: bool, image: str | None) -> Observed:
+def observe_details(
+    cfg: Config, obs: Observed, strays: leftovers.Strays, check: bool, purge: bool, image: str | None, uid: int | None = None
+) -> Observed:
     """The rest the planner needs, read holding the tenant's lock: the tenant dir's entries, sessions, leftovers.
 
     image: the image the jail follows ('current' or an id) when a fresh mount may
@@ -129,7 +136,27 @@ def observe_details(cfg: Config, obs: Observed, strays: leftovers.Strays, check:
         obs.net_leases = network.leases_of(cfg, name)  # a kept static address: released by a removal
     if image == "current" and not obs.mounted:
         obs.current_image = resolve_image(cfg, "current")
+    if uid is not None:
+        obs.quota = observe_quota(cfg, name, uid)
     return obs
+
+
+def observe_quota(cfg: Config, name: str, uid: int) -> dict[str, Any] | None:
+    """The tenant's project ids and quota limits (quota.py), or {"unsupported": why} without project quotas."""
+    why = quota.support_cached(cfg.tenants_dir)
+    if why is not None:
+        return {"unsupported": why}
+    tdir = cfg.tenant_dir(name)
+    projects: dict[str, tuple[int, bool] | None] = {}
+    if os.path.isdir(tdir) and not os.path.islink(tdir):
+        with opened(os.open(tdir, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as tfd:
+            for rel in quota.PROJECT_DIRS:
+                try:
+                    projects[rel] = quota.dir_project(tfd, rel)
+                except OSError:
+                    projects[rel] = None  # a symlink or a file there: the planner refuses it already
+    got = quota.get(cfg.tenants_dir, quota.project_id(uid))
+    return {"projects": projects, "limits": (got["bytes_limit"], got["inodes_limit"])}
 
 
 def _entry(path: Any, read: bool) -> Entry | None:

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
 PLAN_VERSION = 1
 LIMIT_KEYS = ("cpu", "mem", "procs", "fsize", "nofile", "wall")
+# Resource guarantees (issue 16): optional `limit KEY N` lines after the six above, written only
+# when set (a plan without them is byte for byte what it was). disk: bytes of the tenant's
+# project quota; inodes: files of it; cpu_weight: 1-10000 (cgroup v2 cpu.weight, v1 cpu.shares
+# = weight * 1024 / 100); cpu_rate: milli-CPUs (spec: CPUs); io_weight: 1-10000; memsw: bytes
+# of memory plus swap.
+RESOURCE_KEYS = ("disk", "inodes", "cpu_weight", "cpu_rate", "io_weight", "memsw")
 
 # Tenant names: the one pattern of the modules, the CLI, the mount step and the C
 # launcher. Checked by hand, as the launcher does: `re` would cost the mount step
@@ -78,6 +84,7 @@ class MountPlan(Record):
             f"net {self.net if isinstance(self.net, str) else int(self.net)}",
         ]
         lines += [f"limit {key} {self.limits.get(key, 0)}" for key in LIMIT_KEYS]
+        lines += [f"limit {key} {plan_value(key, self.limits[key])}" for key in RESOURCE_KEYS if self.limits.get(key)]
         # Tenant root: an optional line between the limits and the mounts, only in an admin tenant's plan.
         if self.admin:
             lines.append(f"admin {self.admin}")
@@ -87,6 +94,11 @@ class MountPlan(Record):
     def targets(self) -> list[str]:
         """Host paths of every mount, in mount order."""
         return [host_target(self.root, m.target) for m in self.mounts]
+
+
+def plan_value(key: str, value: float) -> int:
+    """A limit as the plan writes it: cpu_rate in milli-CPUs, the others as they are."""
+    return round(value * 1000) if key == "cpu_rate" else int(value)
 
 
 def host_target(root: str | Path, target: str) -> str:
@@ -105,6 +117,8 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             mounts.append(MountEntry(parts[1], parts[2], parts[3], tuple(o for o in parts[4].split(",") if o)))
         elif key == "limit" and len(parts) == 3 and parts[1] in LIMIT_KEYS and parts[2].isdigit():
             limits[parts[1]] = int(parts[2])
+        elif key == "limit" and len(parts) == 3 and parts[1] in RESOURCE_KEYS and parts[2].isdigit() and not mounts:
+            limits[parts[1]] = int(parts[2]) / 1000 if parts[1] == "cpu_rate" else int(parts[2])
         elif key == "admin" and len(parts) == 2 and parts[1].isdigit() and not mounts:
             fields["admin"] = parts[1]
         elif len(parts) == 2 and key in ("version", "name", "uid", "gid", "hostname", "home", "root", "image", "net"):

@@ -76,6 +76,7 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
         spec.image_id = obs.plan.image
     plan = mount_plan(cfg, spec)
     steps += _creation(cfg, obs, spec, plan)
+    steps += _quota(cfg, obs, spec)
     mounted = list(obs.mounted)
     if want.state == "mounted":
         net_ok = network.is_up(cfg, spec.name, spec.net, spec.limits, obs.net or {})
@@ -147,6 +148,7 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
             # Only here, while the upper layer is still ours and empty: later it is the tenant's.
             lines = f"{spec.name}:x:{spec.uid}:{spec.gid}:{spec.name}:/home/{spec.name}:/bin/sh\n|{spec.name}:x:{spec.gid}:\n"
             steps.append(Step("seed-admin-etc", path=plan.mounts[0].source.split(":")[0], where="staging", uid=spec.admin_ids, text=lines))
+        steps += _projects(obs, spec, "staging")
         steps.append(Step("publish"))
         return steps
     steps = [Step("keep-uid", uid=spec.uid)]
@@ -161,6 +163,47 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
         entry = obs.entries.get(path)
         if entry is None or entry.text != text or (entry.mode, entry.uid, entry.gid) != (0o644, 0, 0):
             steps.append(Step("write-file", f"write {name}/{path}", path=path, where="tenant", text=text))
+    return steps
+
+
+# Resource guarantees (issue 16): the tenant's project (quota.py) on its dirs, its quota limits.
+def _project_dirs(spec: TenantSpec) -> tuple[str, ...]:
+    return ("home", "tmp") if spec.layout == "bind" else ("home", "upper", "work")
+
+
+def _projects(obs: Observed, spec: TenantSpec, where: str) -> list[Step]:
+    """Put the tenant's dirs (and what they hold) in its project, where the filesystem has project quotas."""
+    if obs.quota is None or "unsupported" in obs.quota:
+        return []
+    projid = spec.uid  # quota.project_id: the uid, the same on every node
+    if where == "staging":
+        return [Step("set-project", path=rel, where=where, uid=projid) for rel in _project_dirs(spec)]
+    return [
+        Step("set-project", f"put {spec.name}/{rel} in project {projid} (disk quota)", path=rel, where=where, uid=projid)
+        for rel in _project_dirs(spec)
+        if obs.quota["projects"].get(rel) != (projid, True)
+    ]
+
+
+def _quota(cfg: Config, obs: Observed, spec: TenantSpec) -> list[Step]:
+    """The project dirs of an existing tenant and the quota limits (a limit below usage is applied: writes fail, nothing is lost)."""
+    disk, inodes = int(spec.limits.get("disk", 0)), int(spec.limits.get("inodes", 0))
+    if obs.quota is None:
+        return []
+    if "unsupported" in obs.quota:
+        if disk or inodes:
+            raise JailError(
+                f"jail {spec.name} asks for limits.disk/inodes, but the tenants directory {cfg.tenants_dir} has no project quota: "
+                f"{obs.quota['unsupported']}; prepare quota-capable storage with the jail_storage role"
+            )
+        return []
+    steps = [] if obs.spec is None and not obs.tenant_dir else _projects(obs, spec, "tenant")
+    want = ((disk + 1023) // 1024 * 1024, inodes)
+    if tuple(obs.quota["limits"]) != want:
+        shown = f"disk {disk or 'none'}, inodes {inodes or 'none'}"
+        steps.append(
+            Step("set-quota", f"set the quota of {spec.name} (project {spec.uid}): {shown}", uid=spec.uid, text=f"{disk} {inodes}")
+        )
     return steps
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from . import network
 from .config import Config
 from .errors import JailError
-from .plan import LIMIT_KEYS, NAME_PATTERN, MountEntry, MountPlan, is_valid_name
+from .plan import LIMIT_KEYS, NAME_PATTERN, RESOURCE_KEYS, MountEntry, MountPlan, is_valid_name
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 LAYOUTS = ("bind", "overlay")
@@ -77,10 +77,20 @@ class TenantSpec:
             if not isinstance(limits, dict):
                 raise JailError(f"limits of {name} must be a mapping, got {limits!r}")
             for key, value in limits.items():
+                if key in RESOURCE_KEYS:
+                    merged[key] = resource_limit(name, key, value)
+                    continue
                 if key not in LIMIT_KEYS and key not in network.NET_LIMIT_KEYS:
-                    known = ", ".join((*LIMIT_KEYS, *network.NET_LIMIT_KEYS))
+                    known = ", ".join((*LIMIT_KEYS, *RESOURCE_KEYS, *network.NET_LIMIT_KEYS))
                     raise JailError(f"unknown limit {key!r} for {name}: expected one of {known}")
                 merged[key] = _int(f"limits.{key}", value)
+            for key in RESOURCE_KEYS:
+                if not merged.get(key, 1):
+                    del merged[key]  # 0: no such limit; the key is left out of tenant.json and the plan
+            if merged.get("memsw") and merged.get("mem") and merged["memsw"] < merged["mem"]:
+                raise JailError(
+                    f"limits.memsw of {name} ({merged['memsw']}) is memory plus swap: it may not be below limits.mem ({merged['mem']})"
+                )
         spec = cls(
             name=name,
             uid=uid,
@@ -191,7 +201,7 @@ class TenantSpec:
             root=f"{cfg.jails_dir}/{self.name}",
             image=image_id,
             net="private" if network.is_private(self.net) else bool(self.net),
-            limits={k: v for k, v in self.limits.items() if k in LIMIT_KEYS},
+            limits={k: v for k, v in self.limits.items() if k in LIMIT_KEYS or k in RESOURCE_KEYS},  # not net_rate
             mounts=mounts,
             admin=self.admin_ids if self.admin else 0,
         )
@@ -291,6 +301,44 @@ def _json_value(value: Any, indent: str) -> str:
             return "[]"
         return "[\n" + ",\n".join(inner + _json_value(item, inner) for item in value) + "\n" + indent + "]"
     raise NotPlain
+
+
+# Resource guarantees (issue 16): sizes take K, M, G, T (powers of 1024) like jailrun's --mem.
+SIZE_UNITS = {"K": 10, "M": 20, "G": 30, "T": 40}
+RESOURCE_SIZES = ("disk", "memsw")
+WEIGHT_RANGE = (1, 10000)
+
+
+def parse_size(what: str, value: object) -> int:
+    """Bytes from an int or digits with an optional K, M, G or T suffix; else one line naming the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    shift = SIZE_UNITS.get(text[-1:].upper(), 0) if text else 0
+    digits = text[:-1] if shift else text
+    if not digits.isascii() or not digits.isdigit():
+        raise JailError(f"{what} must be a size in bytes (digits with an optional K, M, G or T suffix), got {value!r}")
+    return int(digits) << shift
+
+
+def resource_limit(name: str, key: str, value: object) -> int | float:
+    """One resource guarantee checked: sizes in bytes, inodes a count, weights 1-10000, cpu_rate in CPUs (0.001 steps)."""
+    what = f"limits.{key} of {name}"
+    if key in RESOURCE_SIZES:
+        return parse_size(what, value)
+    if key == "cpu_rate":
+        try:
+            rate = float(value) if not isinstance(value, bool) else -1.0  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            rate = -1.0
+        if not 0 <= rate <= 4096:  # NaN fails this too
+            raise JailError(f"{what} must be a number of CPUs (0.5, 2) between 0 and 4096, got {value!r}")
+        rate = round(rate, 3)
+        return int(rate) if rate == int(rate) else rate
+    count = _int(what, value)
+    if key in ("cpu_weight", "io_weight") and count and not WEIGHT_RANGE[0] <= count <= WEIGHT_RANGE[1]:
+        raise JailError(f"{what} must be a weight from 1 to 10000 (100 is the default share), got {value!r}")
+    return count
 
 
 def _int(what: str, value: object) -> int:

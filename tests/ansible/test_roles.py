@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ROLES = ("jail_launcher", "jail_expiry", "jail_tenants", "jail_cluster")
+ROLES = ("jail_launcher", "jail_expiry", "jail_tenants", "jail_cluster", "jail_storage")
 
 
 def tool(name: str) -> str:

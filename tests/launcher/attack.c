@@ -135,6 +135,23 @@ int main(int argc, char **argv)
                 break;
         return result(fd >= 0 && i == want, "bigfile");
     }
+    if (!strcmp(cmd, "setproject") || !strcmp(cmd, "noinherit")) {
+        /* Take the file or dir arg out of the tenant's disk quota (issue 16): set its project id
+         * to 0 (FS_IOC_FSSETXATTR), or clear a dir's flags (FS_IOC_SETFLAGS, which drops the
+         * project-inherit flag); the owner may do either in the initial user namespace. */
+        int fd = open(arg, O_RDONLY);
+        if (fd < 0)
+            return result(0, "open");
+        if (!strcmp(cmd, "setproject")) {
+            unsigned char fsx[28] = {0};    /* struct fsxattr: xflags, extsize, nextents, projid, ... */
+            if (ioctl(fd, 0x801c581fu /* FS_IOC_FSGETXATTR */, fsx) < 0)
+                return result(0, "FS_IOC_FSGETXATTR");
+            memset(fsx + 12, 0, 4);
+            return result(ioctl(fd, 0x401c5820u /* FS_IOC_FSSETXATTR */, fsx) == 0, "set the project id to 0");
+        }
+        long flags = 0;
+        return result(ioctl(fd, 0x40086602u /* FS_IOC_SETFLAGS */, &flags) == 0, "clear the inode flags");
+    }
     if (!strcmp(cmd, "euid")) {
         printf("euid %d\n", (int)geteuid());
         return geteuid() == 0 ? 0 : 1;
