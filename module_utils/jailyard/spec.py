@@ -286,13 +286,13 @@ def _json_value(value: Any, indent: str) -> str:
         return "true"
     if value is False:
         return "false"
-    if type(value) is int:
+    if isinstance(value, int):  # bool was handled above
         return int.__repr__(value)
     inner = indent + "  "
     if isinstance(value, dict):
         if not value:
             return "{}"
-        if not all(type(key) is str for key in value):
+        if not all(isinstance(key, str) for key in value):
             raise NotPlain
         items = [f"{inner}{encode_basestring_ascii(key)}: {_json_value(value[key], inner)}" for key in sorted(value)]
         return "{\n" + ",\n".join(items) + "\n" + indent + "}"
