@@ -221,18 +221,6 @@ def _set_quota(run: _Run, step: Step) -> None:
 
 
 # Volumes (volume.py): made at create from the staged data dirs, resized, mounted and unmounted.
-def _run_tool(argv: list[str], what: str) -> None:
-    import subprocess
-
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise JailError(f"{what}: {argv[0]} is missing (install e2fsprogs)") from None
-    if done.returncode not in (0, 1) or (done.returncode == 1 and argv[0] != "e2fsck"):
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise JailError(f"{what}: {argv[0]} failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
-
-
 def _make_volume(run: _Run, step: Step) -> None:
     """volume.img: a sparse file of limits.disk bytes holding ext4 (no reserved blocks, -N limits.inodes),
     populated with the staged data dirs (owners and modes kept), which then leave the staging dir."""
@@ -251,31 +239,30 @@ def _make_volume(run: _Run, step: Step) -> None:
     argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", "-L", f"jy-{run.name}"[:16], "-d", str(seed)]
     if inodes:
         argv += ["-N", str(inodes)]
-    _run_tool([*argv, str(image)], f"jail {run.name}: cannot make its volume of {disk} bytes")
+    volume.run_tool([*argv, str(image)], f"jail {run.name}: cannot make its volume of {disk} bytes")
     with opened(os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as bfd:
         remove_tree(bfd, seed.name)
 
 
 def _resize_volume(run: _Run, step: Step) -> None:
-    """Grow: the file, then the filesystem (online through its loop device while it lives, else offline).
-    Shrink (planned only while unmounted): resize2fs refuses below what the data needs; the file follows."""
+    """Grow: the file, then the filesystem (online through its loop device while it lives, where the
+    kernel allows it, else at its next mount). Shrink (planned only while unmounted): resize2fs
+    refuses below what the data needs, and nothing changes; the file follows it."""
     size = int(step.text)
-    image = run.tenant_dir / step.path
-    what = f"jail {run.name}: cannot resize its volume to {size} bytes"
+    image = str(run.tenant_dir / step.path)
     dev = volume.device_of(str(run.cfg.run_dir), str(run.cfg.tenants_dir), run.name)
     if size > os.stat(image).st_size:
         os.truncate(image, size)
-        if dev is not None:
-            volume.set_capacity(dev)
-            _run_tool(["resize2fs", dev], what)
-            return
-        _run_tool(["e2fsck", "-f", "-p", str(image)], what)
-        _run_tool(["resize2fs", str(image)], what)
+        if dev is None:
+            volume.grow_offline(image)
+        else:
+            volume.grow_online(dev)
         return
     if dev is not None:
-        raise JailError(f"{what}: its filesystem is still in use ({dev})")
-    _run_tool(["e2fsck", "-f", "-p", str(image)], what)
-    _run_tool(["resize2fs", str(image), f"{size // 1024}K"], what)
+        raise JailError(f"jail {run.name}: cannot shrink its volume: its filesystem is still in use ({dev})")
+    what = f"jail {run.name}: cannot resize its volume to {size} bytes"
+    volume.run_tool(["e2fsck", "-f", "-p", image], what)
+    volume.run_tool(["resize2fs", image, f"{size // 1024}K"], what)
     os.truncate(image, size)
 
 

@@ -186,6 +186,8 @@ def ensure_mounted(tenants_dir: str, run_dir: str, name: str) -> str | None:
     if dev is not None:
         _mount_dev(dev, mnt)
         return dev
+    if growth_pending(image, st.st_size):
+        grow_offline(image)  # the limit grew while it was mounted and the kernel refused to grow it online
     dev, lfd = attach(image)
     try:
         _write_record(run_dir, name, dev)
@@ -213,6 +215,61 @@ def device_of(run_dir: str, tenants_dir: str, name: str) -> str | None:
     except FileNotFoundError:
         return None
     return _recorded_device(run_dir, name, st)
+
+
+def fs_size(image: str) -> tuple[int, int]:
+    """(bytes, block size) of the ext4 filesystem in image, from its superblock (at byte 1024)."""
+    fd = posix.open(image, posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
+    try:
+        sb = posix.pread(fd, 1024, 1024)
+    finally:
+        posix.close(fd)
+    if len(sb) < 1024 or sb[56:58] != b"\x53\xef":
+        raise JailError(f"{image} holds no ext4 filesystem")
+    block = 1024 << int.from_bytes(sb[24:28], "little")
+    blocks = int.from_bytes(sb[4:8], "little")
+    if int.from_bytes(sb[96:100], "little") & 0x80:  # INCOMPAT_64BIT: s_blocks_count_hi
+        blocks |= int.from_bytes(sb[0x150:0x154], "little") << 32
+    return blocks * block, block
+
+
+def growth_pending(image: str, size: int) -> bool:
+    """Whether the file grew (to size) but its filesystem has not yet (online resizing refused here)."""
+    fs_bytes, block = fs_size(image)
+    return fs_bytes + block <= size
+
+
+def run_tool(argv: list[str], what: str) -> None:
+    """e2fsck, resize2fs, mkfs.ext4: one line naming what failed (only at create and resize: subprocess loads here)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise JailError(f"{what}: {argv[0]} is missing (install e2fsprogs)") from None
+    if done.returncode != 0 and not (argv[0] == "e2fsck" and done.returncode == 1):  # e2fsck 1: errors corrected
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise JailError(f"{what}: {argv[0]} failed: {lines[-1] if lines else f'exit status {done.returncode}'}")
+
+
+def grow_offline(image: str) -> None:
+    """The filesystem grown to its file (not mounted anywhere: e2fsck -f first, as resize2fs asks)."""
+    what = f"cannot grow the filesystem in {image}"
+    run_tool(["e2fsck", "-f", "-p", image], what)
+    run_tool(["resize2fs", image], what)
+
+
+def grow_online(dev: str) -> bool:
+    """Grow a live filesystem to its grown file: LOOP_SET_CAPACITY, then resize2fs. False if the kernel
+    refuses online resizing (EPERM without CAP_SYS_RESOURCE, as in some containers): it grows at its next mount."""
+    set_capacity(dev)
+    try:
+        run_tool(["resize2fs", dev], f"cannot grow the filesystem on {dev}")
+    except JailError as exc:
+        if "Permission denied" in str(exc) or "not supported" in str(exc):
+            return False
+        raise
+    return True
 
 
 def set_capacity(dev: str) -> None:
