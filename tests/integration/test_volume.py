@@ -15,13 +15,17 @@ import dataclasses
 import errno
 import glob
 import os
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from jailtest import REPO, make_config, remove_cgroups
 from jailyard import volume
 from jailyard.errors import JailError
+from jailyard.expiry import expire_pass
 from jailyard.kernel import is_mount_root, umount
 from jailyard.lifecycle import converge, mount_tenant
 from jailyard.mount import unmount_jail
@@ -282,3 +286,81 @@ def test_a_tenant_without_disk_limits_has_no_volume(vcfg) -> None:
     converge(cfg, {"name": "bob", "uid": BOB, "state": "mounted"})
     assert not (cfg.tenant_dir("bob") / "volume.img").exists()
     assert "volume" not in (cfg.tenant_dir("bob") / "plan").read_text()
+
+
+@pytest.fixture(scope="module")
+def jr(tmp_path_factory: pytest.TempPathFactory, image_store: Path):
+    """A jailrun built for a config of its own (as test_expiry_with_jailrun.py does); afterwards every
+    mount below its base is taken off and every loop device on a file there detached."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build jailrun")
+    base = tmp_path_factory.mktemp("volume-jailrun")
+    cfg = make_config(base, image_store, cgroup_name=f"jailyard-test-volume-{os.getpid()}")
+    build = base / "build"
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO / "launcher"), f"BUILD={build}", f"CONFIG={cfg.path}", f"AUDIT_LOG={base}/log/launch.log"], check=True
+    )
+    os.chmod(build / "jailrun", 0o4755)
+    try:
+        yield cfg, str(build / "jailrun")
+    finally:
+        for m in reversed([m for m in read_mountinfo() if m.target.startswith(f"{base}/")]):
+            umount(m.target, detach=True)
+        for dev in _loops_on(base):
+            subprocess.run(["losetup", "-d", dev], check=False, capture_output=True)
+        remove_cgroups(cfg.cgroup_name)
+
+
+def test_jailrun_launches_into_a_volume_backed_tenant_cold_and_warm(jr) -> None:
+    """Cold: jailrun's mount step attaches and mounts the volume, then the jail; the tenant's writes stop
+    at its limit (ENOSPC). Warm: the same jail. Expired: jail and volume go (the loop device is freed), and
+    the next launch brings both back with the tenant's files."""
+    cfg, jailrun = jr
+    base = cfg.tenants_dir.parent
+    converge(cfg, {"name": "vlab", "uid": 10071, "limits": {"disk": "16M"}, "state": "present"})
+    mnt = volume.paths(str(cfg.tenants_dir), "vlab")[1]
+    assert not is_mount_root(mnt) and _loops_on(base) == []
+    cold = subprocess.run(
+        [jailrun, "vlab", "--", "sh", "-c", "echo kept > /home/vlab/f; dd if=/dev/zero of=/home/vlab/big bs=64k count=1024; echo rc=$?"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cold.returncode == 0, cold.stderr
+    assert "rc=1" in cold.stdout and "No space left on device" in cold.stderr
+    assert is_mount_root(mnt) and len(_loops_on(base)) == 1
+    assert os.stat(Path(mnt) / "home/vlab/big").st_size <= 16 * MIB
+    warm = subprocess.run(
+        [jailrun, "vlab", "--", "sh", "-c", "rm /home/vlab/big; cat /home/vlab/f"], capture_output=True, text=True, timeout=60
+    )
+    assert (warm.returncode, warm.stdout) == (0, "kept\n"), warm.stderr
+    expire_pass(cfg, log=False)
+    time.sleep(0.02)
+    assert "vlab" in expire_pass(cfg, log=False).unmounted
+    assert not is_mount_root(mnt) and not is_mount_root(str(cfg.jail_root("vlab")))
+    assert _loops_on(base) == []
+    again = subprocess.run([jailrun, "vlab", "--", "cat", "/home/vlab/f"], capture_output=True, text=True, timeout=60)
+    assert (again.returncode, again.stdout) == (0, "kept\n"), again.stderr
+    assert is_mount_root(mnt)
+
+
+def test_the_mount_step_mounts_a_volume_with_only_light_imports(vcfg) -> None:
+    """A cold launch of a volume-backed tenant: the mount step (bin/jailyard-mount, as jailrun runs it)
+    attaches and mounts the volume and the jail without loading ctypes, os, struct or subprocess."""
+    cfg = vcfg
+    converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
+    script = REPO / "bin" / "jailyard-mount"
+    heavy = ["os", "ctypes", "struct", "subprocess", "pathlib", "re", "json", "dataclasses", "jailyard.lifecycle"]
+    code = (
+        f"import sys; path = {str(script)!r}; "
+        "g = {'__file__': path, '__name__': 'jailyard_mount_script'}; "
+        "exec(compile(open(path).read(), path, 'exec'), g); "
+        "m = sys.modules['jailyard_mount']; "
+        f"print(m.mount_step(m.ConfValues({str(cfg.path)!r}), {str(cfg.path)!r}, 'alice')); "
+        f"print(' '.join(x for x in {heavy!r} if x in sys.modules))"
+    )
+    out = subprocess.run(["/usr/bin/python3", "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+    actions, loaded = out.stdout.split("\n", 1)
+    assert "mount alice" in actions
+    assert loaded.split() == []
+    assert is_mount_root(volume.paths(str(cfg.tenants_dir), "alice")[1]) and is_mount_root(str(cfg.jail_root("alice") / "home"))
