@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from jailtest import REPO, make_config, remove_cgroups
-from jailyard import volume
+from jailyard import idmap, volume
 from jailyard.errors import JailError
 from jailyard.expiry import expire_pass
 from jailyard.kernel import is_mount_root, umount
@@ -364,3 +364,22 @@ def test_the_mount_step_mounts_a_volume_with_only_light_imports(vcfg) -> None:
     assert "mount alice" in actions
     assert loaded.split() == []
     assert is_mount_root(volume.paths(str(cfg.tenants_dir), "alice")[1]) and is_mount_root(str(cfg.jail_root("alice") / "home"))
+
+
+def test_an_admin_tenant_keeps_its_upper_layer_in_its_volume(vcfg) -> None:
+    """Tenant root (admin: true): its upper layer, seeded /etc and all, is made in the volume with its
+    owners kept (mkfs.ext4 -d); through the idmapped overlay it sees its own passwd; a second converge
+    changes nothing; a purge leaves nothing."""
+    cfg = vcfg
+    item = {"name": "lab1", "uid": 10010, "layout": "overlay", "admin": True, "limits": {"disk": "32M"}, "state": "mounted"}
+    converge(cfg, item)
+    base = idmap.range_base(cfg.uid_min, 10010)
+    vol = Path(volume.paths(str(cfg.tenants_dir), "lab1")[1])
+    assert (vol / "upper/etc/passwd").stat().st_uid == base
+    upper = (vol / "upper").stat()
+    assert (upper.st_uid, oct(upper.st_mode & 0o777)) == (base, "0o755")
+    assert "lab1:x:10010:10010:" in (cfg.jail_root("lab1") / "etc/passwd").read_text()
+    assert not (cfg.tenant_dir("lab1") / "upper").exists()
+    assert not converge(cfg, item).changed
+    converge(cfg, {"name": "lab1", "state": "absent", "purge": True})
+    assert not cfg.tenant_dir("lab1").exists()
