@@ -283,6 +283,7 @@ def _remove_volume(run: _Run, step: Step) -> None:
             os.rmdir(volume.MOUNT_DIR, dir_fd=tfd)  # never a recursive removal: it is a mount point
         except FileNotFoundError:
             pass
+    volume.forget(str(run.cfg.run_dir), run.name)
 
 
 def _drop_lock(run: _Run, step: Step) -> None:

@@ -232,7 +232,7 @@ def _volume_backed(cfg: Config, obs: Observed, spec: TenantSpec) -> bool:
     if cfg.disk_backend not in DISK_BACKENDS:
         raise JailError(f"invalid disk_backend {cfg.disk_backend!r} in jailyard.conf: expected one of {', '.join(DISK_BACKENDS)}")
     has_volume = obs.volume is not None
-    if obs.spec is not None or has_volume:
+    if obs.spec is not None or has_volume or obs.tenant_dir:  # an existing tenant, or a kept tenant dir
         if has_volume and not obs.volume["file"]:
             raise JailError(f"refusing {spec.name}/volume.img: it is not a regular file")
         if has_volume and not disk:
@@ -244,7 +244,7 @@ def _volume_backed(cfg: Config, obs: Observed, spec: TenantSpec) -> bool:
             )
         if not has_volume and (disk or inodes) and _wants_volume(cfg, obs):
             raise JailError(
-                f"jail {spec.name} already has its data on the tenants filesystem {cfg.tenants_dir}, which has no project quota: "
+                f"jail {spec.name} already has its data on the tenants filesystem {cfg.tenants_dir}, where limits.disk/inodes need a volume: "
                 "moving it into a volume for limits.disk/inodes is refused (nothing is copied); "
                 "back its data up, remove it with purge and create it again"
             )

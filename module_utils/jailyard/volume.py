@@ -79,8 +79,9 @@ def _backs(loop_fd: int, st: posix.stat_result) -> bool:
     return dev == st.st_dev and ino == st.st_ino
 
 
-def _recorded_device(run_dir: str, name: str, st: posix.stat_result) -> str | None:
-    """The loop device still attached to this image by an earlier mount (its filesystem may live on), if any."""
+def _recorded_device(run_dir: str, name: str, st: posix.stat_result) -> tuple[str, int] | None:
+    """The loop device still attached to this image by an earlier mount (its filesystem may live on), if
+    any, with an open fd of it: held until mounted, so autoclear cannot free it in between."""
     try:
         fd = posix.open(_record(run_dir, name), posix.O_RDONLY | posix.O_CLOEXEC | posix.O_NOFOLLOW)
     except OSError:
@@ -95,10 +96,10 @@ def _recorded_device(run_dir: str, name: str, st: posix.stat_result) -> str | No
         lfd = posix.open(dev, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError:
         return None
-    try:
-        return dev if _backs(lfd, st) else None
-    finally:
-        posix.close(lfd)
+    if _backs(lfd, st):
+        return dev, lfd
+    posix.close(lfd)
+    return None
 
 
 def _write_record(run_dir: str, name: str, dev: str) -> None:
@@ -182,15 +183,19 @@ def ensure_mounted(tenants_dir: str, run_dir: str, name: str) -> str | None:
         raise JailError(f"the volume of jail {name} is missing: {image}") from None
     if not (st.st_mode & 0o170000 == 0o100000):
         raise JailError(f"refusing the volume of jail {name}: {image} is not a regular file")
-    dev = _recorded_device(run_dir, name, st)
-    if dev is not None:
-        _mount_dev(dev, mnt)
-        return dev
-    if growth_pending(image, st.st_size):
-        grow_offline(image)  # the limit grew while it was mounted and the kernel refused to grow it online
-    dev, lfd = attach(image)
+    found = _recorded_device(run_dir, name, st)
+    if found is None:
+        if growth_pending(image, st.st_size):
+            grow_offline(image)  # the limit grew while it was mounted and the kernel refused to grow it online
+        dev, lfd = attach(image)
+        try:
+            _write_record(run_dir, name, dev)
+        except BaseException:
+            posix.close(lfd)
+            raise
+    else:
+        dev, lfd = found
     try:
-        _write_record(run_dir, name, dev)
         _mount_dev(dev, mnt)
     finally:
         posix.close(lfd)  # mounted: the filesystem holds the device; failed: autoclear frees it now
@@ -214,7 +219,19 @@ def device_of(run_dir: str, tenants_dir: str, name: str) -> str | None:
         st = posix.stat(image, follow_symlinks=False)
     except FileNotFoundError:
         return None
-    return _recorded_device(run_dir, name, st)
+    found = _recorded_device(run_dir, name, st)
+    if found is None:
+        return None
+    posix.close(found[1])
+    return found[0]
+
+
+def forget(run_dir: str, name: str) -> None:
+    """Remove the record of the tenant's loop device (a purge)."""
+    try:
+        posix.unlink(_record(run_dir, name))
+    except FileNotFoundError:
+        pass
 
 
 def fs_size(image: str) -> tuple[int, int]:

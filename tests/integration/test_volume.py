@@ -52,6 +52,15 @@ def _loops_on(base: Path) -> list[str]:
     return found
 
 
+def _freed(base: Path) -> list[str]:
+    """The loop devices still on files below base once their filesystems had time to go: a lazy unmount
+    releases the superblock (and autoclear the device) asynchronously. Waits up to 30 s for none."""
+    deadline = time.monotonic() + 30
+    while _loops_on(base) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _loops_on(base)
+
+
 @pytest.fixture
 def vcfg(cfg, tmp_path: Path):
     """The test's config (disk_backend auto: volumes, as this kernel has no quota); afterwards every
@@ -180,7 +189,7 @@ def test_purge_removes_the_image_and_frees_the_loop_device(vcfg, tmp_path: Path)
     result = converge(cfg, {"name": "alice", "state": "absent", "purge": True})
     assert "purge alice/volume.img" in result.actions
     assert not cfg.tenant_dir("alice").exists()
-    assert _loops_on(tmp_path) == []  # autoclear: the last user of the filesystem freed it
+    assert _freed(tmp_path) == []  # autoclear: the last user of the filesystem freed it
 
 
 def test_removal_without_purge_keeps_the_volume_and_a_new_create_mounts_it(vcfg) -> None:
@@ -243,6 +252,20 @@ def test_an_existing_tenant_with_data_is_not_moved_into_a_volume(vcfg) -> None:
     assert (cfg.tenant_dir("alice") / "home/alice/data").read_text() == "mine"
 
 
+def test_a_kept_tenant_dir_is_not_moved_into_a_volume(vcfg) -> None:
+    """A tenant removed without purge (its home kept on the tenants filesystem), created again with a disk
+    limit: refused in one line, the kept home untouched, no half-made jail."""
+    cfg = vcfg
+    converge(cfg, {"name": "alice", "uid": ALICE, "state": "present"})
+    (cfg.tenant_dir("alice") / "home/alice/data").write_text("mine")
+    converge(cfg, {"name": "alice", "state": "absent"})
+    with pytest.raises(JailError, match=r"moving it into a volume") as exc:
+        converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
+    assert "\n" not in str(exc.value)
+    assert (cfg.tenant_dir("alice") / "home/alice/data").read_text() == "mine"
+    assert not (cfg.tenant_dir("alice") / "volume.img").exists() and not (cfg.tenant_dir("alice") / "tenant.json").exists()
+
+
 def test_inode_limit_of_a_volume_cannot_change(vcfg) -> None:
     cfg = vcfg
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M", "inodes": 1000}, "state": "present"})
@@ -268,7 +291,7 @@ def test_half_made_states_are_repaired(vcfg, tmp_path: Path) -> None:
     (Path(mnt) / "home/alice/x").write_text("same fs")
     assert (root / "home/alice/x").read_text() == "same fs"
     converge(cfg, {"name": "alice", "state": "unmounted"})
-    assert not is_mount_root(mnt) and _loops_on(tmp_path) == []
+    assert not is_mount_root(mnt) and _freed(tmp_path) == []
 
 
 def test_disk_backend_volume_is_used_even_where_quotas_exist_and_a_bad_backend_is_named(vcfg) -> None:
@@ -338,7 +361,7 @@ def test_jailrun_launches_into_a_volume_backed_tenant_cold_and_warm(jr) -> None:
     time.sleep(0.02)
     assert "vlab" in expire_pass(cfg, log=False).unmounted
     assert not is_mount_root(mnt) and not is_mount_root(str(cfg.jail_root("vlab")))
-    assert _loops_on(base) == []
+    assert _freed(base) == []
     again = subprocess.run([jailrun, "vlab", "--", "cat", "/home/vlab/f"], capture_output=True, text=True, timeout=60)
     assert (again.returncode, again.stdout) == (0, "kept\n"), again.stderr
     assert is_mount_root(mnt)
