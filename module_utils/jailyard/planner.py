@@ -224,6 +224,7 @@ def _quota(cfg: Config, obs: Observed, spec: TenantSpec) -> list[Step]:
 # Volumes (volume.py): a filesystem image per tenant where the kernel or filesystem has no project quota.
 VOLUME_DATA = ("home", "tmp", "upper", "work")  # what the volume holds (home/<name> below home)
 DISK_BACKENDS = ("auto", "quota", "volume")
+VOLUME_MIN = 1 << 20  # mkfs.ext4 makes nothing usable below (its reserved inodes, a root dir, lost+found)
 
 
 def _volume_backed(cfg: Config, obs: Observed, spec: TenantSpec) -> bool:
@@ -248,8 +249,15 @@ def _volume_backed(cfg: Config, obs: Observed, spec: TenantSpec) -> bool:
                 "moving it into a volume for limits.disk/inodes is refused (nothing is copied); "
                 "back its data up, remove it with purge and create it again"
             )
-        return has_volume
-    return bool(disk or inodes) and _wants_volume(cfg, obs)
+        wants = has_volume
+    else:
+        wants = bool(disk or inodes) and _wants_volume(cfg, obs)
+    if wants and disk < VOLUME_MIN:
+        raise JailError(
+            f"limits.disk of {spec.name} ({disk or 'none'}) is below the smallest volume ({VOLUME_MIN} bytes): "
+            "without project quotas a disk or inode limit is a volume of limits.disk bytes"
+        )
+    return wants
 
 
 def _wants_volume(cfg: Config, obs: Observed) -> bool:

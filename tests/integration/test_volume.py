@@ -266,6 +266,16 @@ def test_a_kept_tenant_dir_is_not_moved_into_a_volume(vcfg) -> None:
     assert not (cfg.tenant_dir("alice") / "volume.img").exists() and not (cfg.tenant_dir("alice") / "tenant.json").exists()
 
 
+@pytest.mark.parametrize(("limits", "named"), [({"disk": "64K"}, "(65536)"), ({"inodes": 1000}, "(none)")])
+def test_a_volume_below_its_smallest_size_is_refused_in_one_line(vcfg, limits: dict, named: str) -> None:
+    """Too small a disk limit (or inodes without one): one line naming the value, nothing made."""
+    cfg = vcfg
+    with pytest.raises(JailError) as exc:
+        converge(cfg, {"name": "alice", "uid": ALICE, "limits": limits, "state": "present"})
+    assert f"limits.disk of alice {named} is below the smallest volume" in str(exc.value) and "\n" not in str(exc.value)
+    assert not cfg.tenant_dir("alice").exists() and not list(cfg.tenants_dir.glob(".new-*"))
+
+
 def test_inode_limit_of_a_volume_cannot_change(vcfg) -> None:
     cfg = vcfg
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M", "inodes": 1000}, "state": "present"})
@@ -406,3 +416,20 @@ def test_an_admin_tenant_keeps_its_upper_layer_in_its_volume(vcfg) -> None:
     assert not converge(cfg, item).changed
     converge(cfg, {"name": "lab1", "state": "absent", "purge": True})
     assert not cfg.tenant_dir("lab1").exists()
+
+
+def test_an_attach_killed_before_its_mount_leaves_no_loop_device(vcfg, tmp_path: Path) -> None:
+    """A mount step killed between LOOP_CONFIGURE and the mount (image attached, not mounted): autoclear
+    frees the device when the killed process's fd goes; the next mount attaches afresh and works."""
+    cfg = vcfg
+    converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
+    image = volume.paths(str(cfg.tenants_dir), "alice")[0]
+    code = (
+        f"import os, signal, sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); from jailyard import volume; "
+        f"dev, fd = volume.attach({image!r}); print(dev, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    killed = subprocess.run(["/usr/bin/python3", "-I", "-c", code], capture_output=True, text=True)
+    assert killed.returncode == -9 and killed.stdout.startswith("/dev/loop"), killed.stderr
+    assert _freed(tmp_path) == []
+    converge(cfg, {"name": "alice", "state": "mounted"})
+    assert (cfg.jail_root("alice") / "home/alice").is_dir() and len(_loops_on(tmp_path)) == 1
