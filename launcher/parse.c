@@ -179,6 +179,8 @@ static const struct config_key config_keys[] = {
     {"net_dns", KEY_WORD, FIELD(net_dns), 0, 0, "none"},
     {"net_egress", KEY_WORD, FIELD(net_egress), 0, 0, "nat"},
     {"net_host", KEY_NUMBER, FIELD(net_host), 0, 1, "0"},
+    /* Per-tenant disk limits: project quotas or volumes (read by the Python side only). */
+    {"disk_backend", KEY_WORD, FIELD(disk_backend), 0, 0, "auto"},
 };
 #define CGROUP_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 #define WORD_CHARS CGROUP_CHARS ".:/,"
@@ -581,6 +583,13 @@ int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err,
                 return fail(err, errlen, "line %zu: expected 'admin BASE' with BASE from 1 to %lu", lineno,
                             JR_ADMIN_ID_MAX + 1 - JR_ADMIN_COUNT);
             plan->admin = (unsigned long)base;
+        } else if (strcmp(f[0], "volume") == 0 && plan->n_mounts == 0 && !plan->volume) {
+            /* A volume-backed tenant: its filesystem image and where the mount step mounts it, after
+             * the limits (and admin), before the mounts, at most once. jailrun needs no more than that
+             * the planned mounts are in place (they bind from below the mount point). */
+            if (nf != 3 || !valid_abs_path(f[1]) || !valid_abs_path(f[2]))
+                return fail(err, errlen, "line %zu: expected 'volume IMAGE MOUNTPOINT' with absolute paths", lineno);
+            plan->volume = 1;
         } else if (plan->n_mounts == 0 && nf == 3 && strcmp(f[0], "limit") == 0) {
             if (parse_resource(f, nf, lineno, plan, &res_seen, err, errlen) < 0)
                 return -1;

@@ -45,6 +45,8 @@ struct jr_config {
     char net_bridge[JR_WORD_MAX + 1], net_pool4[JR_WORD_MAX + 1], net_pool6[JR_WORD_MAX + 1];
     char net_dns[JR_WORD_MAX + 1], net_egress[JR_WORD_MAX + 1];
     unsigned long net_host;
+    /* Per-tenant disk limits: auto, quota or volume (module_utils/jailyard/volume.py; jailrun only accepts it) */
+    char disk_backend[JR_WORD_MAX + 1];
 };
 
 struct jr_mount {
@@ -72,6 +74,9 @@ struct jr_plan {
     /* Tenant root (optional "admin BASE" line between the limits and the mounts): the first host id
      * of the tenant's JR_ADMIN_COUNT ids, which uid/gid 0.. of its user namespace map to; 0 = plain. */
     unsigned long admin;
+    /* A volume-backed tenant (optional "volume IMAGE MOUNTPOINT" line after admin, before the mounts):
+     * 1 if the plan has one. Only the mount step acts on it. */
+    int volume;
 };
 #define JR_ADMIN_COUNT 65536UL
 #define JR_ADMIN_ID_MAX 4294967294UL  /* (uid_t)-1 is no id */

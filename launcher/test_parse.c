@@ -122,7 +122,7 @@ int main(void)
                        "cgroup_name = c-g_1\ndefault_cpu = 1\ndefault_mem = 2\ndefault_procs = 3\n"
                        "default_fsize = 4\ndefault_nofile = 5\ndefault_wall = 6\n"
                        "net_bridge = br1\nnet_pool4 = 10.1.0.0/16\nnet_pool6 = fd00::/64\nnet_dns = 10.1.0.1,fd00::1\n"
-                       "net_egress = route\nnet_host = 1\n";
+                       "net_egress = route\nnet_host = 1\ndisk_backend = volume\n";
     size_t n = 0;
     CHECK(jr_parse_config(full, strlen(full), &parsed, err, sizeof err) == 0 &&
               (n = jr_config_render(&parsed, text, sizeof text)) == strlen(full) && strcmp(text, full) == 0,
@@ -202,6 +202,26 @@ int main(void)
         CHECK(parse_plan_text(buf, &plan, err) < 0, "a second admin line is refused");
         snprintf(buf, sizeof buf, "%sadmin 1002424320\n", PLAN);
         CHECK(parse_plan_text(buf, &plan, err) < 0, "an admin line after the mounts is refused");
+    }
+    /* a volume-backed tenant: an optional "volume IMAGE MOUNTPOINT" line after the limits (and admin), before the mounts */
+    CHECK(parse_plan_text(PLAN, &plan, err) == 0 && plan.volume == 0, "a plan without a volume line has no volume");
+    {
+        char buf[4096];
+        const char *cut = strstr(PLAN, "mount ");
+        snprintf(buf, sizeof buf, "%.*svolume /t/alice/volume.img /t/alice/vol\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) == 0 && plan.volume == 1, "the volume line is accepted");
+        snprintf(buf, sizeof buf, "%.*sadmin 1002424320\nvolume /t/a.img /t/vol\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) == 0 && plan.volume == 1 && plan.admin, "admin, then volume");
+        snprintf(buf, sizeof buf, "%.*svolume t/a.img /t/vol\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "a relative volume image is refused");
+        snprintf(buf, sizeof buf, "%.*svolume /t/a.img /t/../vol\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "a mount point with .. is refused");
+        snprintf(buf, sizeof buf, "%.*svolume /t/a.img\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "a volume line without its mount point is refused");
+        snprintf(buf, sizeof buf, "%.*svolume /a /b\nvolume /a /b\n%s", (int)(cut - PLAN), PLAN, cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "a second volume line is refused");
+        snprintf(buf, sizeof buf, "%svolume /a /b\n", PLAN);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "a volume line after the mounts is refused");
     }
 
     /* command line */

@@ -104,12 +104,18 @@ options:
         description:
           - Disk quota of the tenant in bytes, with an optional V(K), V(M), V(G) or V(T) suffix (V(10G)), for everything
             it writes on the node (home, tmp, upper layer, whatever uid writes it there), as a project quota whose project id is
-            the uid. Needs project quotas on the tenants directory's filesystem (the jail_storage role), else refused.
+            the uid, where the tenants directory's filesystem has project quotas (the jail_storage role).
           - A quota below the current usage is applied and deletes nothing; writes fail with EDQUOT until the tenant frees space.
           - Unset or 0 means no quota (usage is still counted where the filesystem has project quotas).
+          - Without project quotas (a kernel built without quota support), or with C(disk_backend = volume) in jailyard.conf, the
+            tenant gets a volume of this size instead, made at create, its data in an ext4 image loop-mounted by the mount step;
+            full, writes fail with ENOSPC. Growing it grows the volume; shrinking below its usage, or while mounted, is refused.
+            A tenant that already has data outside a volume is not moved into one (refused). C(disk_backend = quota) refuses instead.
         type: raw
       inodes:
-        description: Files (inodes) the tenant may hold, a project quota like O(limits.disk); 0 means none.
+        description: >-
+          Files (inodes) the tenant may hold, a project quota like O(limits.disk); 0 means none. In a volume, the size of its
+          inode table, fixed at create (ext4 rounds it to whole tables and counts its own few).
         type: int
       cpu_weight:
         description:

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, network, quota, registry, service
+from . import leftovers, network, quota, registry, service, volume
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -220,6 +220,72 @@ def _set_quota(run: _Run, step: Step) -> None:
     quota.set_limits(run.cfg.tenants_dir, step.uid, disk, inodes)
 
 
+# Volumes (volume.py): made at create from the staged data dirs, resized, mounted and unmounted.
+def _make_volume(run: _Run, step: Step) -> None:
+    """volume.img: a sparse file of limits.disk bytes holding ext4 (no reserved blocks, -N limits.inodes),
+    populated with the staged data dirs (owners and modes kept), which then leave the staging dir."""
+    disk, inodes = (int(v) for v in step.text.split())
+    base = run.base(step)
+    seed = base / ".volume-seed"
+    os.mkdir(seed, 0o755)
+    for rel in step.paths:
+        os.rename(base / rel, seed / rel)
+    image = base / step.path
+    fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(fd, disk)
+    finally:
+        os.close(fd)
+    argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", "-L", f"jy-{run.name}"[:16], "-d", str(seed)]
+    if inodes:
+        argv += ["-N", str(inodes)]
+    volume.run_tool([*argv, str(image)], f"jail {run.name}: cannot make its volume of {disk} bytes")
+    with opened(os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as bfd:
+        remove_tree(bfd, seed.name)
+
+
+def _resize_volume(run: _Run, step: Step) -> None:
+    """Grow: the file, then the filesystem (online through its loop device while it lives, where the
+    kernel allows it, else at its next mount). Shrink (planned only while unmounted): resize2fs
+    refuses below what the data needs, and nothing changes; the file follows it."""
+    size = int(step.text)
+    image = str(run.tenant_dir / step.path)
+    dev = volume.device_of(str(run.cfg.run_dir), str(run.cfg.tenants_dir), run.name)
+    if size > os.stat(image).st_size:
+        os.truncate(image, size)
+        if dev is None:
+            volume.grow_offline(image)
+        else:
+            volume.grow_online(dev)
+        return
+    if dev is not None:
+        raise JailError(f"jail {run.name}: cannot shrink its volume: its filesystem is still in use ({dev})")
+    what = f"jail {run.name}: cannot resize its volume to {size} bytes"
+    volume.run_tool(["e2fsck", "-f", "-p", image], what)
+    volume.run_tool(["resize2fs", image, f"{size // 1024}K"], what)
+    os.truncate(image, size)
+
+
+def _mount_volume(run: _Run, step: Step) -> None:
+    volume.ensure_mounted(str(run.cfg.tenants_dir), str(run.cfg.run_dir), run.name)
+
+
+def _unmount_volume(run: _Run, step: Step) -> None:
+    volume.unmount(str(run.cfg.tenants_dir), run.name)
+
+
+def _remove_volume(run: _Run, step: Step) -> None:
+    if volume.is_mounted(volume.paths(str(run.cfg.tenants_dir), run.name)[1]):
+        raise JailError(f"jail {run.name}: its volume is still mounted; not removed")
+    with opened(open_trusted(run.tenant_dir, run.cfg.tenants_dir)) as tfd:
+        os.unlink(step.path, dir_fd=tfd)
+        try:
+            os.rmdir(volume.MOUNT_DIR, dir_fd=tfd)  # never a recursive removal: it is a mount point
+        except FileNotFoundError:
+            pass
+    volume.forget(str(run.cfg.run_dir), run.name)
+
+
 def _drop_lock(run: _Run, step: Step) -> None:
     run.lock.unlink_locked()
 
@@ -250,4 +316,9 @@ APPLY = {
     "net-down": _net_down,
     "set-project": _set_project,
     "set-quota": _set_quota,
+    "make-volume": _make_volume,
+    "resize-volume": _resize_volume,
+    "mount-volume": _mount_volume,
+    "unmount-volume": _unmount_volume,
+    "remove-volume": _remove_volume,
 }

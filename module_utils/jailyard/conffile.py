@@ -50,6 +50,9 @@ KEYS: dict[str, tuple[str, int, int, object]] = {
     "net_dns": ("word", 0, 0, "none"),
     "net_egress": ("word", 0, 0, "nat"),
     "net_host": ("number", 0, 1, 0),
+    # Per-tenant disk limits (volume.py): auto (project quotas where the filesystem enforces them,
+    # else volumes), quota or volume. The launcher only accepts it; config.Config checks the word.
+    "disk_backend": ("word", 0, 0, "auto"),
 }
 PATH_KEYS = tuple(k for k, entry in KEYS.items() if entry[0] == "path")
 DEFAULTS: dict = {k: entry[3] for k, entry in KEYS.items()}

@@ -45,6 +45,7 @@ class Config:
     net_dns: str = DEFAULTS["net_dns"]
     net_egress: str = DEFAULTS["net_egress"]
     net_host: int = DEFAULTS["net_host"]
+    disk_backend: str = DEFAULTS["disk_backend"]  # auto, quota or volume (volume.py)
     path: Path | None = None
 
     def default_limits(self) -> dict[str, int]:

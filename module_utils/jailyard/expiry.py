@@ -144,6 +144,10 @@ class _Step:
                 return "kept_in_use", ""
             try:
                 detach_jail(f"{self.jails}/{name}", self.by_jail.get(name, []), root_mounted=name not in self.partial)
+                if os.access(f"{cfg.tenants_dir}/{name}/volume.img", os.F_OK):
+                    from .volume import unmount as unmount_volume  # a volume goes with the jail (autoclear frees its loop device)
+
+                    unmount_volume(str(cfg.tenants_dir), name)
                 if os.access(f"{cfg.run_dir}/net/{name}.json", os.F_OK):
                     from .network import tear_down  # issue 17: a private network goes with the mounts
 

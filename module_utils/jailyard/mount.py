@@ -76,11 +76,12 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
             for leftover in reversed(mounts_below(root)):
                 kernel.umount(leftover.target, detach=True)
         state = [(m, False) for m, _present in state]
-    with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
-        _ensure_root_dir(jails_fd, plan.name)
+    volume_mounted = _ensure_volume(cfg, plan) if plan.volume else False
     done: list[str] = []
     fds = _Fds(cfg, plan)
     try:
+        with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
+            _ensure_root_dir(jails_fd, plan.name)
         for entry, present in state:
             if present:
                 continue
@@ -92,10 +93,25 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
         # All or nothing: never leave a jail half-mounted by this call.
         for target in reversed(done):
             kernel.umount(host_target(plan.root, target), detach=True)
+        if volume_mounted:
+            from .volume import unmount
+
+            unmount(posix.fspath(cfg.tenants_dir), plan.name)
         raise
     finally:
         fds.close()
     return done
+
+
+def _ensure_volume(cfg: Config, plan: MountPlan) -> bool:
+    """A volume-backed tenant (volume.py): its filesystem image mounted at its mount point, which the
+    plan's mounts bind from. True if this call mounted it. The plan's paths must be the tenant's own."""
+    from .volume import ensure_mounted, paths
+
+    tenants = posix.fspath(cfg.tenants_dir)
+    if plan.volume != " ".join(paths(tenants, plan.name)):
+        raise JailError(f"refusing the volume {plan.volume!r} in the plan of {plan.name}: not the tenant's own")
+    return ensure_mounted(tenants, posix.fspath(cfg.run_dir), plan.name) is not None
 
 
 class _Fds:

@@ -65,6 +65,9 @@ class Observed:
     # dir's filesystem has no project quota, else {"projects": {rel: (projid, inherit) or None},
     # "limits": (bytes, inodes)}; None when not observed (state absent).
     quota: dict[str, Any] | None = None
+    # A volume-backed tenant's image (volume.py), filled by observe_details: {"size": bytes of the
+    # file, "mounted": its mount point is, "used": bytes in use while mounted, else None}; None without one.
+    volume: dict[str, Any] | None = None
 
     def state(self) -> str:
         if self.spec is None:
@@ -117,6 +120,7 @@ def observe_details(
         for rel in TENANT_DIRS:
             obs.entries[rel] = _entry(f"{tdir}/{rel}", read=False)
         obs.entries[f"home/{name}"] = _entry(f"{tdir}/home/{name}", read=False)
+        obs.entries["vol"] = _entry(f"{tdir}/vol", read=False)  # a volume's mount point (volume.py)
         for rel in TENANT_FILES:
             obs.entries[rel] = _entry(f"{tdir}/{rel}", read=True)
     root = _entry(f"{cfg.jails_dir}/{name}", read=False)
@@ -138,7 +142,26 @@ def observe_details(
         obs.current_image = resolve_image(cfg, "current")
     if uid is not None:
         obs.quota = observe_quota(cfg, name, uid)
+    if obs.tenant_dir:
+        obs.volume = observe_volume(cfg, name)
     return obs
+
+
+def observe_volume(cfg: Config, name: str) -> dict[str, Any] | None:
+    """The tenant's volume image (volume.py): its size, whether it is mounted, its usage then."""
+    from . import volume
+
+    image, mnt = volume.paths(str(cfg.tenants_dir), name)
+    try:
+        st = os.lstat(image)
+    except FileNotFoundError:
+        return None
+    mounted = volume.is_mounted(mnt)
+    used = None
+    if mounted:
+        sv = os.statvfs(mnt)
+        used = (sv.f_blocks - sv.f_bfree) * sv.f_frsize
+    return {"size": st.st_size, "mounted": mounted, "used": used, "file": stat.S_ISREG(st.st_mode)}
 
 
 def observe_quota(cfg: Config, name: str, uid: int) -> dict[str, Any] | None:

@@ -52,7 +52,7 @@ class MountEntry(Record):
 
 
 class MountPlan(Record):
-    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts", "admin")
+    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts", "admin", "volume")
     __slots__ = _fields
     name: str
     uid: int
@@ -65,10 +65,15 @@ class MountPlan(Record):
     limits: dict[str, int]
     mounts: tuple[MountEntry, ...]
     admin: int  # tenant root (docs/design.md, "Tenant root"): the first host id of its range; 0 for a plain tenant
+    # A volume-backed tenant (volume.py): "IMAGE MOUNTPOINT" of its filesystem image, mounted by the
+    # mount step before the mounts (which bind from below MOUNTPOINT); "" for the others.
+    volume: str
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         if len(args) < len(self._fields):
-            kwargs.setdefault("admin", 0)
+            if len(args) < len(self._fields) - 1:
+                kwargs.setdefault("admin", 0)
+            kwargs.setdefault("volume", "")
         super().__init__(*args, **kwargs)
 
     def render(self) -> str:
@@ -88,6 +93,9 @@ class MountPlan(Record):
         # Tenant root: an optional line between the limits and the mounts, only in an admin tenant's plan.
         if self.admin:
             lines.append(f"admin {self.admin}")
+        # A volume-backed tenant: an optional line after admin, before the mounts (docs/contracts.md).
+        if self.volume:
+            lines.append(f"volume {self.volume}")
         lines += [m.render() for m in self.mounts]
         return "\n".join(lines) + "\n"
 
@@ -121,6 +129,8 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             limits[parts[1]] = int(parts[2]) / 1000 if parts[1] == "cpu_rate" else int(parts[2])
         elif key == "admin" and len(parts) == 2 and parts[1].isdigit() and not mounts:
             fields["admin"] = parts[1]
+        elif key == "volume" and len(parts) == 3 and not mounts and "volume" not in fields:
+            fields["volume"] = f"{parts[1]} {parts[2]}"
         elif len(parts) == 2 and key in ("version", "name", "uid", "gid", "hostname", "home", "root", "image", "net"):
             fields[key] = parts[1]
         else:
@@ -140,6 +150,7 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             limits=limits,
             mounts=tuple(mounts),
             admin=int(fields.get("admin", "0")),
+            volume=fields.get("volume", ""),
         )
     except (KeyError, ValueError) as exc:
         raise JailError(f"{origin}: incomplete plan ({exc})") from exc

@@ -61,6 +61,7 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
     if want.spec is None:
         raise JailError(f"internal error: no spec wanted for {want.name} in state {want.state}")
     spec = dataclasses.replace(want.spec, limits=dict(want.spec.limits), packages=list(want.spec.packages))
+    spec.volume = _volume_backed(cfg, obs, spec)
     steps = _clear_strays(obs, keep_uid=spec.uid)
     if want.take_uid_from:
         steps.append(
@@ -77,15 +78,19 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
     plan = mount_plan(cfg, spec)
     steps += _creation(cfg, obs, spec, plan)
     steps += _quota(cfg, obs, spec)
+    steps += _volume_resize(obs, spec)
     mounted = list(obs.mounted)
     if want.state == "mounted":
         net_ok = network.is_up(cfg, spec.name, spec.net, spec.limits, obs.net or {})
         present = [t in obs.mounted for t in plan.targets()]
         plan, mount_steps = plan_mount(cfg, spec, plan, present, obs.current_image, net_ok)
+        if spec.volume and all(present) and obs.volume and not obs.volume["mounted"]:
+            # The jail's binds hold the volume's filesystem; its mount point is put back (the same device).
+            mount_steps.append(Step("mount-volume", f"mount the volume of {spec.name}"))
         steps = _service_stop(obs, spec) + steps + _net_down(obs, spec) + mount_steps + _service_start(obs, spec)
         mounted = plan.targets()
     elif want.state == "unmounted":
-        steps += _unmount(cfg, obs, want.force, flags)
+        steps += _unmount(cfg, obs, want.force, flags) + _volume_off(obs)
         mounted = []
     else:
         steps = _service_stop(obs, spec) + steps + _net_down(obs, spec)
@@ -149,10 +154,19 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
             lines = f"{spec.name}:x:{spec.uid}:{spec.gid}:{spec.name}:/home/{spec.name}:/bin/sh\n|{spec.name}:x:{spec.gid}:\n"
             steps.append(Step("seed-admin-etc", path=plan.mounts[0].source.split(":")[0], where="staging", uid=spec.admin_ids, text=lines))
         steps += _projects(obs, spec, "staging")
+        if spec.volume:
+            disk, inodes = int(spec.limits.get("disk", 0)), int(spec.limits.get("inodes", 0))
+            data = tuple(p for p, *rest in _dirs(spec) if p in VOLUME_DATA)
+            steps.append(Step("ensure-dir", path="vol", where="staging", mode=0o755))
+            steps.append(Step("make-volume", path="volume.img", where="staging", text=f"{disk} {inodes}", paths=data))
         steps.append(Step("publish"))
         return steps
     steps = [Step("keep-uid", uid=spec.uid)]
-    for path, mode, uid, gid in _dirs(spec):
+    dirs = _dirs(spec)
+    if spec.volume:
+        # The data dirs are in the volume (made with it); the tenant dir holds its image and mount point.
+        dirs = [d for d in dirs if d[0] not in VOLUME_DATA and d[0] != f"home/{name}"] + [("vol", 0o755, 0, 0)]
+    for path, mode, uid, gid in dirs:
         entry = obs.entries.get(path)
         if entry is not None and entry.kind != "dir":
             raise JailError(f"refusing {name}/{path}: expected a directory, found {_kind(entry)}")
@@ -173,7 +187,7 @@ def _project_dirs(spec: TenantSpec) -> tuple[str, ...]:
 
 def _projects(obs: Observed, spec: TenantSpec, where: str) -> list[Step]:
     """Put the tenant's dirs (and what they hold) in its project, where the filesystem has project quotas."""
-    if obs.quota is None or "unsupported" in obs.quota:
+    if obs.quota is None or "unsupported" in obs.quota or spec.volume:
         return []
     projid = spec.uid  # quota.project_id: the uid, the same on every node
     if where == "staging":
@@ -188,7 +202,7 @@ def _projects(obs: Observed, spec: TenantSpec, where: str) -> list[Step]:
 def _quota(cfg: Config, obs: Observed, spec: TenantSpec) -> list[Step]:
     """The project dirs of an existing tenant and the quota limits (a limit below usage is applied: writes fail, nothing is lost)."""
     disk, inodes = int(spec.limits.get("disk", 0)), int(spec.limits.get("inodes", 0))
-    if obs.quota is None:
+    if obs.quota is None or spec.volume:
         return []
     if "unsupported" in obs.quota:
         if disk or inodes:
@@ -205,6 +219,93 @@ def _quota(cfg: Config, obs: Observed, spec: TenantSpec) -> list[Step]:
             Step("set-quota", f"set the quota of {spec.name} (project {spec.uid}): {shown}", uid=spec.uid, text=f"{disk} {inodes}")
         )
     return steps
+
+
+# Volumes (volume.py): a filesystem image per tenant where the kernel or filesystem has no project quota.
+VOLUME_DATA = ("home", "tmp", "upper", "work")  # what the volume holds (home/<name> below home)
+DISK_BACKENDS = ("auto", "quota", "volume")
+VOLUME_MIN = 1 << 20  # mkfs.ext4 makes nothing usable below (its reserved inodes, a root dir, lost+found)
+
+
+def _volume_backed(cfg: Config, obs: Observed, spec: TenantSpec) -> bool:
+    """Whether the tenant keeps its data in a volume: decided at create, then kept (refusals here, before any step)."""
+    disk, inodes = int(spec.limits.get("disk", 0)), int(spec.limits.get("inodes", 0))
+    if cfg.disk_backend not in DISK_BACKENDS:
+        raise JailError(f"invalid disk_backend {cfg.disk_backend!r} in jailyard.conf: expected one of {', '.join(DISK_BACKENDS)}")
+    has_volume = obs.volume is not None
+    if obs.spec is not None or has_volume or obs.tenant_dir:  # an existing tenant, or a kept tenant dir
+        if has_volume and not obs.volume["file"]:
+            raise JailError(f"refusing {spec.name}/volume.img: it is not a regular file")
+        if has_volume and not disk:
+            raise JailError(f"jail {spec.name} keeps its data in a volume: limits.disk may not be removed (it is the volume's size)")
+        if has_volume and obs.spec is not None and obs.spec.limits.get("inodes", 0) != spec.limits.get("inodes", 0):
+            raise JailError(
+                f"limits.inodes of {spec.name} cannot change from {obs.spec.limits.get('inodes', 0) or 'none'} to "
+                f"{inodes or 'none'}: a volume's inode table is sized when it is made"
+            )
+        if not has_volume and (disk or inodes) and _wants_volume(cfg, obs):
+            raise JailError(
+                f"jail {spec.name} already has its data on the tenants filesystem {cfg.tenants_dir}, where limits.disk/inodes need a volume: "
+                "moving it into a volume for limits.disk/inodes is refused (nothing is copied); "
+                "back its data up, remove it with purge and create it again"
+            )
+        wants = has_volume
+    else:
+        wants = bool(disk or inodes) and _wants_volume(cfg, obs)
+    if wants and disk < VOLUME_MIN:
+        raise JailError(
+            f"limits.disk of {spec.name} ({disk or 'none'}) is below the smallest volume ({VOLUME_MIN} bytes): "
+            "without project quotas a disk or inode limit is a volume of limits.disk bytes"
+        )
+    return wants
+
+
+def _wants_volume(cfg: Config, obs: Observed) -> bool:
+    if cfg.disk_backend == "volume":
+        return True
+    return cfg.disk_backend == "auto" and (obs.quota is None or "unsupported" in obs.quota)
+
+
+def _volume_resize(obs: Observed, spec: TenantSpec) -> list[Step]:
+    """A changed limits.disk of a volume: grown (online while mounted), shrunk only offline and never below usage."""
+    if not spec.volume or obs.volume is None:
+        return []
+    size, disk = obs.volume["size"], int(spec.limits["disk"])
+    if size == disk:
+        return []
+    if disk < size:
+        used = obs.volume["used"]
+        if used is not None and used > disk:
+            raise JailError(f"refusing to shrink the volume of {spec.name} to {disk} bytes: it holds {used} bytes")
+        if obs.volume["mounted"] or obs.mounted:
+            raise JailError(
+                f"refusing to shrink the volume of {spec.name} while it is mounted: unmount the jail first (ext4 shrinks offline)"
+            )
+        return [
+            Step(
+                "resize-volume",
+                f"shrink the volume of {spec.name} to {disk} bytes (was {size})",
+                path="volume.img",
+                where="tenant",
+                text=str(disk),
+            )
+        ]
+    return [
+        Step(
+            "resize-volume",
+            f"grow the volume of {spec.name} to {disk} bytes (was {size})",
+            path="volume.img",
+            where="tenant",
+            text=str(disk),
+        )
+    ]
+
+
+def _volume_off(obs: Observed) -> list[Step]:
+    """The volume's mount point unmounted with the jail (lazily: the last user frees its loop device)."""
+    if obs.volume and obs.volume["mounted"]:
+        return [Step("unmount-volume", f"unmount the volume of {obs.name}")]
+    return []
 
 
 def _service_stop(obs: Observed, spec: TenantSpec) -> list[Step]:
@@ -303,7 +404,7 @@ def plan_removal(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]
     sessions = _other_sessions(obs)
     if want.purge and sessions:
         raise JailError(f"jail {obs.name} has {len(sessions)} live session(s); purging it is refused")
-    steps = [s for s in _unmount(cfg, obs, want.force, flags) if s.kind != "net-down"]
+    steps = [s for s in _unmount(cfg, obs, want.force, flags) if s.kind != "net-down"] + _volume_off(obs)
     steps += _net_down(obs, None, release_static=True)
     steps += _clear_strays(obs, keep_uid=kept_uid)
     if want.purge and obs.cgroups:
@@ -329,6 +430,8 @@ def _tenant_dir_removal(cfg: Config, obs: Observed, purge: bool) -> list[Step]:
     if purge:
         data = ("home", "tmp", "upper", "work")
         steps += [Step("remove", f"purge {obs.name}/{rel}", path=rel, where="tenant") for rel in data if obs.entries.get(rel)]
+        if obs.volume is not None:
+            steps.append(Step("remove-volume", f"purge {obs.name}/volume.img", path="volume.img", where="tenant"))
         steps.append(Step("remove-tenant-dir", f"remove {cfg.tenant_dir(obs.name)}"))
     return steps
 

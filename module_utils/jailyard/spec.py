@@ -50,6 +50,10 @@ class TenantSpec:
     # out of tenant.json when admin is false.
     admin: bool = False
     admin_ids: int = 0
+    # A volume-backed tenant (volume.py): its data lives in <tenants>/<name>/volume.img, mounted at
+    # <tenants>/<name>/vol. Decided at create (planner: limits.disk or inodes without project quotas,
+    # or disk_backend = volume); left out of tenant.json when false.
+    volume: bool = False
 
     @classmethod
     def build(
@@ -170,6 +174,7 @@ class TenantSpec:
     def mount_plan(self, cfg: Config, image_id: str, image_root: Path) -> MountPlan:
         """The mounts of the jail, in order. The launcher never computes these itself."""
         tdir = f"{cfg.tenants_dir}/{self.name}"
+        data = f"{tdir}/vol" if self.volume else tdir  # a volume-backed tenant's data: below its mount point
         for path in (image_root, tdir, cfg.jails_dir):
             if "".join(str(path).split()) != str(path):  # any whitespace str.isspace() knows
                 raise JailError(f"path {str(path)!r} contains whitespace, which the plan format cannot carry")
@@ -177,11 +182,11 @@ class TenantSpec:
         mounts: list[MountEntry] = []
         if self.layout == "bind":
             mounts.append(MountEntry("/", "bind", str(image_root), ("ro", "nosuid", "nodev")))
-            mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
-            mounts.append(MountEntry("/tmp", "bind", f"{tdir}/tmp", tenant_rw))
+            mounts.append(MountEntry("/home", "bind", f"{data}/home", tenant_rw))
+            mounts.append(MountEntry("/tmp", "bind", f"{data}/tmp", tenant_rw))
         else:
-            mounts.append(MountEntry("/", "overlay", f"{image_root}:{tdir}/upper:{tdir}/work", tenant_rw))
-            mounts.append(MountEntry("/home", "bind", f"{tdir}/home", tenant_rw))
+            mounts.append(MountEntry("/", "overlay", f"{image_root}:{data}/upper:{data}/work", tenant_rw))
+            mounts.append(MountEntry("/home", "bind", f"{data}/home", tenant_rw))
         if not self.admin:
             # Tenant root keeps its own /etc/passwd and /etc/group in its upper layer (the image's, then
             # whatever its packages add); the launcher resolves --user there.
@@ -204,6 +209,7 @@ class TenantSpec:
             limits={k: v for k, v in self.limits.items() if k in LIMIT_KEYS or k in RESOURCE_KEYS},  # not net_rate
             mounts=mounts,
             admin=self.admin_ids if self.admin else 0,
+            volume=f"{cfg.tenants_dir}/{self.name}/volume.img {cfg.tenants_dir}/{self.name}/vol" if self.volume else "",
         )
 
     def passwd(self) -> str:
@@ -225,6 +231,8 @@ class TenantSpec:
             del data["service"]  # tenant.json of a jail without a service stays byte-identical
         if not self.admin:
             del data["admin"], data["admin_ids"]
+        if not self.volume:
+            del data["volume"]
         return data
 
     def to_json(self) -> str:

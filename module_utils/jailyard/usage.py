@@ -19,6 +19,7 @@ its project quota. A value the node cannot tell is None: no cgroup yet, no contr
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,16 @@ def tenant_usage(cfg: Config, name: str, uid: int, limits: dict[str, Any], root:
         disk["full"] = bool(got["bytes_limit"]) and got["bytes"] >= got["bytes_limit"]
         inodes.update(current=got["inodes"], limit=got["inodes_limit"])
         inodes["full"] = bool(got["inodes_limit"]) and got["inodes"] >= got["inodes_limit"]
+    elif (tdir / "vol").is_dir():
+        try:
+            sv = os.statvfs(tdir / "vol")  # a volume-backed tenant (volume.py): its filesystem's counts, while mounted
+        except OSError:
+            sv = None
+        if sv is not None and sv.f_fsid != os.statvfs(tdir).f_fsid:
+            disk.update(current=(sv.f_blocks - sv.f_bfree) * sv.f_frsize, limit=sv.f_blocks * sv.f_frsize)
+            disk["full"] = sv.f_bavail == 0
+            inodes.update(current=sv.f_files - sv.f_ffree, limit=sv.f_files)
+            inodes["full"] = sv.f_favail == 0
     out["disk"] = disk
     out["inodes"] = inodes
     return out

@@ -12,6 +12,7 @@ small filesystem in 0.08 s, after which other tenants' writes failed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import subprocess
@@ -208,10 +209,12 @@ def test_existing_files_join_the_project_and_second_run_changes_nothing(quota_fs
 
 
 def test_disk_limit_on_a_filesystem_without_project_quota_is_refused(cfg) -> None:
-    """A disk quota asked where the tenants directory has no project quota: one clear error, no jail made."""
+    """A disk quota asked where the tenants directory has no project quota, with disk_backend = quota:
+    one clear error, no jail made (the default, auto, makes a volume instead: test_volume.py)."""
     why = quota.support(cfg.tenants_dir)
     if why is None:
         pytest.skip(f"{cfg.tenants_dir} has project quotas here")
+    cfg = dataclasses.replace(cfg, disk_backend="quota")
     with pytest.raises(JailError) as exc:
         converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "1G"}, "state": "present"})
     msg = str(exc.value)

@@ -88,8 +88,31 @@ def test_planner_sets_projects_and_quota_once() -> None:
     assert not [st for st in steps if st.kind in ("set-project", "set-quota")]
 
 
-def test_planner_refuses_a_disk_limit_without_project_quota() -> None:
+def test_planner_refuses_a_disk_limit_without_project_quota_when_the_backend_is_quota() -> None:
     s = spec(disk="1M")
     obs = dataclasses.replace(Observed("alice"), quota={"unsupported": "it is tmpfs, not ext4 or xfs"})
     with pytest.raises(JailError, match=r"alice asks for limits.disk/inodes.*/t has no project quota: it is tmpfs"):
-        plan_jail(CFG, obs, Wanted("alice", "present", spec=s), MODULE_FLAGS)
+        plan_jail(dataclasses.replace(CFG, disk_backend="quota"), obs, Wanted("alice", "present", spec=s), MODULE_FLAGS)
+
+
+def test_without_project_quota_a_disk_limit_makes_a_volume() -> None:
+    """disk_backend auto (the default) on a filesystem (or kernel) without project quota: the tenant's
+    data goes into a volume made at create; its plan carries the volume line and binds from its mount point."""
+    s = spec(disk="64M", inodes=4096)
+    obs = dataclasses.replace(Observed("alice"), quota={"unsupported": "the kernel has no quota support"})
+    planned = plan_jail(CFG, obs, Wanted("alice", "present", spec=s), MODULE_FLAGS)
+    make = [st for st in planned.steps if st.kind == "make-volume"]
+    assert len(make) == 1 and make[0].text == f"{64 << 20} 4096" and make[0].paths == ("home", "tmp")
+    assert not [st for st in planned.steps if st.kind in ("set-project", "set-quota")]
+    text = next(st.text for st in planned.steps if st.kind == "write-file" and st.path == "plan")
+    assert "volume /t/alice/volume.img /t/alice/vol\nmount / bind" in text
+    assert "mount /home bind /t/alice/vol/home nosuid,nodev" in text
+    assert parse_plan(text, "plan").volume == "/t/alice/volume.img /t/alice/vol"
+    assert parse_plan(text, "plan").render() == text
+    assert planned.after["spec"]["volume"] is True
+
+
+def test_a_plan_without_a_volume_stays_as_it_was() -> None:
+    text = plan_text(spec(disk="1G"))
+    assert "volume" not in text and parse_plan(text, "plan").volume == ""
+    assert "volume" not in spec(disk="1G").to_dict()
