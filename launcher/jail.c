@@ -230,14 +230,16 @@ static void run_program(const struct launch *l)
         setenv("USER", who.name, 1) < 0 || setenv("LOGNAME", who.name, 1) < 0 || setenv("SHELL", "/bin/sh", 1) < 0 ||
         setenv("LANG", "C.UTF-8", 1) < 0)
         die_with_error(EXIT_INTERNAL, "environment");
-    for (size_t i = 0; i < args->n_env; i++) {
+    /* The default program's environment (issue 15; n_prog_env is 0 for a PROGRAM given), then --env: later ones win. */
+    for (size_t i = 0; i < l->n_prog_env + args->n_env; i++) {
+        const char *kv = i < l->n_prog_env ? l->prog_env[i] : args->env[i - l->n_prog_env];
         char key[256];
-        size_t klen = strcspn(args->env[i], "=");
+        size_t klen = strcspn(kv, "=");
         if (klen >= sizeof key)
             die(EXIT_USAGE, "--env name too long");
-        memcpy(key, args->env[i], klen);
+        memcpy(key, kv, klen);
         key[klen] = '\0';
-        if (setenv(key, args->env[i] + klen + 1, 1) < 0)
+        if (setenv(key, kv + klen + 1, 1) < 0)
             die_with_error(EXIT_INTERNAL, "environment");
     }
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)

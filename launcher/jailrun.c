@@ -1,6 +1,8 @@
 /* jailrun: enter a jailyard jail and run one program in it as the tenant.
  *
- *   jailrun [options] NAME [--] PROGRAM [ARGS...]
+ *   jailrun [options] NAME [[--] PROGRAM [ARGS...]]
+ *
+ * With no PROGRAM, the tenant's default program (its plan's "exec" and "env" lines, issue 15).
  *
  * Threat model. Installed setuid root. Trusted: root, the config file fixed
  * at build time (JAILRUN_CONFIG) when it and its directory are root-owned and
@@ -90,8 +92,9 @@
 
 static void usage(void)
 {
-    printf("usage: jailrun [options] NAME [--] PROGRAM [ARGS...]\n"
-           "Run PROGRAM as tenant NAME inside its jail (mounting the jail first if needed).\n"
+    printf("usage: jailrun [options] NAME [[--] PROGRAM [ARGS...]]\n"
+           "Run PROGRAM as tenant NAME inside its jail (mounting the jail first if needed);\n"
+           "with no PROGRAM, the tenant's own program (its package's or spec's `program`) with its environment.\n"
            "\n"
            "  --cwd DIR        working directory inside the jail (default: the tenant's home)\n"
            "  --env NAME=VALUE set a variable (repeatable); nothing else of the caller's environment passes\n"
@@ -301,6 +304,24 @@ static int clone_ipc(const struct jr_config *cfg, int run_fd)
     return fd;
 }
 
+/* Issue 15: no PROGRAM given: the plan's default program ("exec" lines) with its environment ("env" lines). */
+static void use_default_program(struct launch *l, uid_t caller)
+{
+    const struct jr_plan *p = &l->plan;
+    if (p->n_prog == 0)
+        die(EXIT_USAGE, "missing PROGRAM: tenant '%s' has no default program (usage: jailrun [options] NAME [[--] PROGRAM [ARGS...]])",
+            l->args.name);
+    memcpy(l->prog_buf, p->prog_buf, sizeof l->prog_buf);
+    for (size_t i = 0; i < p->n_prog; i++)
+        l->prog_argv[i] = l->prog_buf + p->prog[i];
+    l->prog_argv[p->n_prog] = NULL;
+    for (size_t i = 0; i < p->n_prog_env; i++)
+        l->prog_env[i] = l->prog_buf + p->prog_env[i];
+    l->n_prog_env = p->n_prog_env;
+    l->args.argv = l->prog_argv;
+    audit_subject(caller, l->args.name, l->args.argv[0]);
+}
+
 /* The supervisor's side of a running PID 1. */
 struct running {
     pid_t init;
@@ -376,12 +397,14 @@ int main(int argc, char **argv)
         usage();
         return 0;
     }
-    audit_subject(caller, l.args.name, l.args.argv[0]);
+    audit_subject(caller, l.args.name, l.args.argv ? l.args.argv[0] : NULL);   /* NULL: the default program, below */
     if (!jr_valid_name(l.args.name))
         die(EXIT_USAGE, "invalid tenant name '%.64s': expected [a-z_][a-z0-9_-]{0,31}", l.args.name);
     if (l.pty)
         pty_check_caller();
     load_plan(&l.cfg, l.args.name, &l.plan);
+    if (!l.args.argv)
+        use_default_program(&l, caller);
     resolve_limits(&l);
     if (l.args.user && !l.plan.admin)
         die(EXIT_USAGE, "--user: tenant '%s' is not an admin tenant; its programs run as itself", l.args.name);
