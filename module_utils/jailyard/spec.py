@@ -61,6 +61,9 @@ class TenantSpec:
     # it, before any --env). Left out of tenant.json when empty. `program` may be a command line
     # (split as a POSIX shell splits words) or an argv (a list of words, taken as it is).
     environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Issue 15, the registry: the tenant package installed here (package.py, REGISTRY_KEYS: name,
+    # version, hash, installed, result, log). Written by package installs only; left out when empty.
+    package: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(
@@ -79,6 +82,7 @@ class TenantSpec:
         service: object = None,
         admin: object = None,
         environment: object = None,
+        package: object = None,
     ) -> TenantSpec:
         """Validate user input (module arguments, CLI flags) into a spec; limits default from cfg."""
         name = check_name(name)
@@ -117,6 +121,7 @@ class TenantSpec:
             service=False if service is None else service,  # type: ignore[arg-type]
             admin=False if admin is None else admin,  # type: ignore[arg-type]
             environment={} if environment is None else environment,  # type: ignore[arg-type]
+            package={} if package is None else package,  # type: ignore[arg-type]
         )
         if spec.admin is True:
             from .idmap import range_base
@@ -139,6 +144,8 @@ class TenantSpec:
             raise JailError(f"invalid image {self.image!r} for {self.name}: expected 'current' or an image id")
         self.program_argv()
         self._validate_environment()
+        if not isinstance(self.package, dict):
+            raise JailError(f"invalid package record {self.package!r} for {self.name}: expected a mapping")
         if not isinstance(self.service, bool):
             raise JailError(f"invalid service {self.service!r} for {self.name}: expected true or false")
         if self.service:
@@ -283,6 +290,8 @@ class TenantSpec:
             del data["admin"], data["admin_ids"]
         if not self.environment:
             del data["environment"]  # issue 15: as `service`, left out unless set
+        if not self.package:
+            del data["package"]
         return data
 
     def to_json(self) -> str:
