@@ -26,7 +26,7 @@ previous version did not ship are carried into the new `~/progs`, or, where the 
 the same path, moved to `~/progs.kept/`. Last the spec is written: `program`, `environment` and the
 registry record `package` (REGISTRY_KEYS). A failure before the switch removes the stage and
 leaves the tenant at its previous version; the log of every install is kept in
-`<tenants_dir>/NAME/package-logs/` and the record says `result: failed` with the log's path
+`<tenants_dir>/NAME/package/logs/` (beside `package/manifest`; both kept with the home, purged with it) and the record says `result: failed` with the log's path
 (a failed install_deps.sh may have changed the overlay: tenant root's changes are its own).
 """
 
@@ -37,12 +37,14 @@ import io
 import json
 import os
 import stat
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
 from .errors import JailError
 from .plan import LIMIT_KEYS, NAME_PATTERN, is_valid_name
+from .service import JAILRUN
 
 MAX_FILES = 10000
 MAX_BYTES = 256 << 20
@@ -316,3 +318,177 @@ def _walk(reader: _Reader, dir_fd: int, prefix: str) -> None:
                 return fh.read(limit + 1)
 
         reader.entry(rel, kind, st.st_mode, st.st_size if kind == "file" else 0, read)
+
+
+# ---- install, update, uninstall -------------------------------------------------------------------
+
+# Run by the tenant's own user in its jail, in its home: unpack the stream into a fresh stage.
+STAGE_SCRIPT = f'cd "$HOME" && rm -rf {STAGE} && mkdir -m 700 {STAGE} && tar -xf - -C {STAGE}'
+# The switch, also as the tenant. Files in the old ~/progs the previous version did not ship
+# (old.manifest) are the tenant's: carried into the new progs, or to ~/progs.kept/ where the new
+# version ships the same path. The old version's own files then go; anything left (a name this
+# loop could not handle) is kept in ~/progs.kept/ too: nothing of the tenant's is deleted.
+SWITCH_SCRIPT = f"""set -e
+cd "$HOME"; s={STAGE}
+if [ -d progs ]; then
+  (cd progs && find . ! -type d) > $s/old.list
+  while IFS= read -r f; do
+    grep -qxF -- "$f" $s/old.manifest && continue
+    if [ -e "$s/progs/$f" ] || [ -L "$s/progs/$f" ]; then
+      mkdir -p "progs.kept/$(dirname "$f")"; mv -f "progs/$f" "progs.kept/$f"
+    else
+      mkdir -p "$s/progs/$(dirname "$f")"; mv "progs/$f" "$s/progs/$f"
+    fi
+  done < $s/old.list
+  while IFS= read -r f; do rm -f "progs/$f"; done < $s/old.manifest
+  find progs -depth -type d -exec rmdir {{}} \\; 2>/dev/null || true
+  if [ -e progs ]; then mkdir -p progs.kept; mv progs "progs.kept/left-$(date +%s)"; fi
+fi
+mv $s/progs progs
+rm -rf $s
+"""
+
+
+def _manifest_path(cfg: Any, name: str) -> Path:
+    return Path(cfg.tenants_dir) / name / "package" / "manifest"
+
+
+def _log_dir(cfg: Any, name: str) -> Path:
+    return Path(cfg.tenants_dir) / name / "package" / "logs"
+
+
+def _free_uid(cfg: Any) -> int:
+    import pwd
+
+    from .registry import uid_owner
+
+    hosts = {p.pw_uid for p in pwd.getpwall()}
+    for uid in range(cfg.uid_min, cfg.uid_max + 1):
+        if uid not in hosts and uid_owner(cfg, uid) is None:
+            return uid
+    raise JailError(f"no free uid left in {cfg.uid_min}-{cfg.uid_max}")
+
+
+def _run(log: list[str], argv: list[str], stdin: bytes | None = None, timeout: float = 3600) -> int:
+    log.append(f"$ {' '.join(argv)}")
+    try:
+        r = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.append(f"cannot run: {exc}")
+        return -1
+    for stream in (r.stdout, r.stderr):
+        text = stream.decode(errors="replace").rstrip("\n")
+        if text:
+            log.append(text)
+    log.append(f"(exit {r.returncode})")
+    return r.returncode
+
+
+def plan_install(cfg: Any, pkg: Package) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """What installing pkg would do: ("create"|"update"|"none", before, after) registry records. Refuses a name
+    clash (a tenant of that name that no package made) before anything changes."""
+    from .registry import load_spec
+
+    spec = load_spec(cfg, pkg.name)
+    after = {"name": pkg.name, "version": pkg.config["version"], "hash": pkg.hash, "program": pkg.config["program"]}
+    if spec is None:
+        return "create", {}, after
+    if not spec.package:
+        raise JailError(f"{pkg.origin}: tenant {pkg.name!r} already exists and was not installed from a package; refusing to replace it")
+    before = dict(spec.package)
+    if before.get("hash") == pkg.hash and before.get("result") == "ok":
+        return "none", before, before
+    return "update", before, after
+
+
+def install(
+    cfg: Any, src: str | Path, check: bool = False, jailrun: str | None = None, sources: str | None = None, now: str | None = None
+) -> dict[str, Any]:
+    """Install or update a package on this node (module docstring). Returns {changed, action, before, after, log}."""
+    import datetime
+
+    from .lifecycle import converge
+    from .lock import tenant_lock
+    from .packages import ensure_packages
+
+    jailrun = jailrun or JAILRUN
+    pkg = read_package(src)
+    action, before, after = plan_install(cfg, pkg)
+    result = {"changed": action != "none", "action": action, "name": pkg.name, "before": before, "after": after, "log": None}
+    if check or action == "none":
+        return result
+    conf, name = pkg.config, pkg.name
+    if action == "create":
+        item = {"name": name, "uid": conf["uid"] or _free_uid(cfg), "layout": "overlay", "admin": True, "state": "present"}
+        if conf["limits"]:
+            item["limits"] = conf["limits"]
+        if conf["network"]:
+            item["net"] = "private"
+        converge(cfg, item)
+    stamp = now or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    logdir = _log_dir(cfg, name)
+    logdir.parent.mkdir(mode=0o700, exist_ok=True)
+    logdir.mkdir(mode=0o700, exist_ok=True)
+    logfile = logdir / f"{stamp.replace(':', '')}-{conf['version']}.log"
+    log = [f"install {pkg.origin}: {name} {conf['version']} ({pkg.hash})"]
+    manifest_file = _manifest_path(cfg, name)
+    old_manifest = manifest_file.read_text().split("\n") if manifest_file.exists() else []
+    failed = ""
+    with tenant_lock(cfg, f"{name}.package"):
+        if conf["depends"]:
+            try:
+                done = ensure_packages(name, conf["depends"], jailrun=jailrun, sources=sources)
+                log.append(f"Debian packages: {' '.join(done) or 'all installed already'}")
+            except JailError as exc:
+                log.append(str(exc))
+                failed = "the Debian dependencies failed"
+        user = ["--user", name]
+        if (
+            not failed
+            and _run(log, [jailrun, *user, name, "--", "/bin/sh", "-c", STAGE_SCRIPT], pkg.tar([p for p in old_manifest if p])) != 0
+        ):
+            failed = "staging progs/ failed"
+        if not failed and pkg.install_deps:
+            home = f"/home/{name}"
+            argv = [jailrun, "--user", "root", "--cwd", f"{home}/{STAGE}/progs", "--env", f"PACKAGE_DIR={home}/{STAGE}/progs"]
+            if _run(log, [*argv, name, "--", "/bin/sh", "./install_deps.sh"]) != 0:
+                failed = "install_deps.sh failed"
+        if not failed and _run(log, [jailrun, *user, name, "--", "/bin/sh", "-c", SWITCH_SCRIPT]) != 0:
+            failed = "switching to the new progs/ failed"
+        if failed:
+            _run(log, [jailrun, *user, name, "--", "/bin/sh", "-c", f'rm -rf "$HOME/{STAGE}"'])
+        log.append(f"result: {'failed: ' + failed if failed else 'ok'}")
+        logfile.write_text("\n".join(log) + "\n")
+        os.chmod(logfile, 0o600)
+        if failed:
+            record = {**before, "result": "failed", "failed_version": conf["version"], "log": str(logfile), "attempted": stamp}
+            if not before:  # a first install that failed: the tenant is there, at no version
+                record = {"name": name, "version": "", "hash": "", "program": [], **record}
+            converge(cfg, {"name": name, "state": "present", "package": record})
+            tail = " / ".join(line for line in log[-6:] if line)
+            raise JailError(
+                f"installing {name} {conf['version']} failed ({failed}); still at {before.get('version') or 'no version'}; log {logfile}: {tail}"
+            )
+        manifest_file.write_text("\n".join(pkg.manifest()) + "\n")
+        record = {**after, "installed": stamp, "result": "ok", "log": str(logfile)}
+        item = {"name": name, "state": "present", "program": conf["program"], "environment": conf["environment"], "package": record}
+        if conf["limits"]:
+            item["limits"] = conf["limits"]
+        converge(cfg, item)
+    result["after"] = record
+    result["log"] = str(logfile)
+    return result
+
+
+def uninstall(cfg: Any, name: str, purge: bool = False, check: bool = False) -> dict[str, Any]:
+    """Remove a packaged tenant (its home kept unless purge). Refuses a tenant no package made."""
+    from .lifecycle import converge
+    from .registry import load_spec
+
+    spec = load_spec(cfg, name)
+    if spec is None:
+        return {"changed": False, "name": name, "before": {}, "after": {}}
+    if not spec.package:
+        raise JailError(f"tenant {name!r} was not installed from a package; remove it with the jail module or jailctl remove")
+    converge(cfg, {"name": name, "state": "absent", "purge": purge, "force": True}, check=check)
+    return {"changed": True, "name": name, "before": dict(spec.package), "after": {}}
