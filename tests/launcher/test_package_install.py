@@ -137,3 +137,31 @@ def test_uninstall_removes_the_tenant_and_keeps_its_home(node, tmp_path: Path, c
     assert uninstall(node.cfg, NAME)["changed"]
     assert load_spec(node.cfg, NAME) is None
     assert (node.home(NAME) / "progs/run.sh").exists()
+
+
+def test_jailctl_install_list_and_uninstall(node, tmp_path: Path, cleanup) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    env = {"PATH": f"{Path(node.jailrun).parent}:/usr/bin:/bin"}  # jailctl install finds this jailrun
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        argv = ["/usr/bin/python3", str(repo / "bin/jailctl"), "--config", str(node.cfg.path), *args]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+    src = make_package(tmp_path / "v1", "1")
+    r = ctl("install", "--check", str(src))
+    assert (r.returncode, r.stdout) == (0, f"{NAME}: would install - -> 1\n"), r.stderr
+    assert load_spec(node.cfg, NAME) is None
+    r = ctl("install", str(src))
+    assert r.returncode == 0 and r.stdout.startswith(f"{NAME}: installed - -> 1 (log "), r.stderr
+    assert ctl("install", str(src)).stdout.startswith(f"{NAME}: 1 is installed already")
+    listed = json.loads(ctl("list", "--json", NAME).stdout)[0]
+    assert listed["program"] == [f"/home/{NAME}/progs/run.sh", "world"]
+    pkg = listed["package"]
+    assert (pkg["name"], pkg["version"], pkg["hash"], pkg["result"]) == (NAME, "1", read_package(src).hash, "ok") and pkg["installed"]
+    table = ctl("list", NAME).stdout.splitlines()
+    assert table[0].split()[-5:] == ["PACKAGE", "HASH", "INSTALLED", "RESULT", "PROGRAM"] or "package" in table[0].lower()
+    assert f"{NAME} 1" in table[1] and read_package(src).hash[:12] in table[1] and " ok " in table[1]
+    r = ctl("uninstall", NAME)
+    assert (r.returncode, r.stdout) == (0, f"{NAME}: removed 1 (home kept)\n"), r.stderr
+    r = ctl("install", str(tmp_path / "nope"))
+    assert r.returncode == 1 and "jailctl: error:" in r.stderr and "nope" in r.stderr
