@@ -107,7 +107,12 @@ def cmd_list(cfg: Config, args: argparse.Namespace) -> Any:
         }
         for f in facts
     ]
-    return _table(rows, ["name", "uid", "layout", "image", "mounted", "sessions", "package", "hash", "installed", "result", "program"])
+    columns = ["name", "uid", "layout", "image", "mounted", "sessions"]
+    if any(f.get("package") for f in facts):  # the registry's columns, on a node with packages
+        columns += ["package", "hash", "installed", "result"]
+    if any(f.get("program") for f in facts):
+        columns.append("program")
+    return _table(rows, columns)
 
 
 def cmd_install(cfg: Config, args: argparse.Namespace) -> Any:
