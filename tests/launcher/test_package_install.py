@@ -165,3 +165,52 @@ def test_jailctl_install_list_and_uninstall(node, tmp_path: Path, cleanup) -> No
     assert (r.returncode, r.stdout) == (0, f"{NAME}: removed 1 (home kept)\n"), r.stderr
     r = ctl("install", str(tmp_path / "nope"))
     assert r.returncode == 1 and "jailctl: error:" in r.stderr and "nope" in r.stderr
+
+
+def test_jail_package_module_copies_src_from_the_controller_check_mode_and_diff(node, tmp_path: Path, cleanup) -> None:
+    """Through ansible-playbook (the action plugin tars a directory `src`, the module reads it on the node):
+    check mode reports the install and its diff and changes nothing; a hostile package fails naming the
+    member; absent of a tenant that is not there is ok."""
+    import sys
+
+    playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    if playbook is None:
+        pytest.skip("ansible-playbook is not installed next to the test's python")
+    repo = Path(__file__).resolve().parents[2]
+    src = make_package(tmp_path / "v1", "1")
+    hostile = make_package(tmp_path / "evil", "1")
+    (hostile / "progs/escape").symlink_to("/etc/shadow")
+    play = tmp_path / "play.yml"
+    play.write_text(
+        f"""- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Install in check mode
+      jail_package: {{src: "{src}", config: "{node.cfg.path}"}}
+      check_mode: true
+      diff: true
+      register: planned
+    - name: Show it
+      ansible.builtin.debug: {{msg: "PLANNED {{{{ planned.changed }}}} {{{{ planned.packages[0].action }}}} {{{{ planned.packages[0].after.version }}}}"}}
+    - name: Remove a tenant that is not there
+      jail_package: {{name: nosuch, state: absent, config: "{node.cfg.path}"}}
+      register: absent
+    - name: Show that
+      ansible.builtin.debug: {{msg: "ABSENT {{{{ absent.changed }}}}"}}
+    - name: A hostile package
+      jail_package: {{packages: [{{src: "{hostile}"}}], config: "{node.cfg.path}"}}
+"""
+    )
+    r = subprocess.run(
+        [playbook, "-i", "localhost,", "-e", "ansible_python_interpreter=/usr/bin/python3", str(play)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        timeout=300,
+        check=False,
+    )
+    assert "PLANNED True create 1" in r.stdout, r.stdout + r.stderr
+    assert "ABSENT False" in r.stdout
+    assert "'progs/escape': a symlink" in r.stdout and "failed=1" in r.stdout, r.stdout
+    assert load_spec(node.cfg, NAME) is None
