@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: jail_package
 short_description: Install, update and uninstall tenant packages
 description:
-  - A tenant package is a directory or a tarball with C(config.json) (docs/package.schema.json: name, version, program
+  - A tenant package is a directory or a tarball with C(config.json) (see docs/package.schema.json; name, version, program
     as an argv, environment, layout, limits, Debian C(depends), C(network)) and C(progs/), the files that become
     C(/home/NAME/progs) in the tenant's jail, with an optional C(progs/install_deps.sh).
   - V(present) installs or updates it (README, "Tenant packages"). A new tenant is created as an admin overlay tenant;
@@ -50,7 +50,7 @@ options:
     type: bool
     default: false
   sources:
-    description: A sources.list text for the packages' Debian C(depends) (as the jail module's O(ignore:package_sources)).
+    description: A sources.list text for the packages' Debian C(depends) (as the jail module's C(package_sources)).
     type: str
   packages:
     description: Many packages in one task, each as the options above (bulk).
