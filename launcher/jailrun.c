@@ -291,7 +291,7 @@ static void cleanup(void)
     cg_remove_session();
 }
 
-/* <run_dir>/ipc, read-only, for the jail's /run/jailyard/ipc; -1 if there is none. */
+/* <run_dir>/ipc, read-only, for the jail's /run/ipc (jailfs.c, mount_ipc); -1 if there is none. */
 static int clone_ipc(const struct jr_config *cfg, int run_fd)
 {
     struct stat st;

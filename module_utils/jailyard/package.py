@@ -65,7 +65,9 @@ def _bad(origin: str, key: str, why: str, value: object) -> JailError:
 
 
 def _is_int(value: object) -> bool:
-    return (type(value) is int) or (type(value) is float and value.is_integer())
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def validate_config(data: object, origin: str) -> dict[str, Any]:

@@ -206,7 +206,8 @@ class TenantSpec:
                 raise JailError(f"invalid environment variable name {key!r} for {self.name}: expected [A-Za-z_][A-Za-z0-9_]*")
             if not isinstance(value, str) or "\0" in value or len(plan_quote(f"{key}={value}")) > PROGRAM_LINE:
                 raise JailError(
-                    f"invalid value of environment variable {key} for {self.name}: expected a string without NUL, at most {PROGRAM_LINE} bytes as the plan writes it"
+                    f"invalid value of environment variable {key} for {self.name}: "
+                    f"expected a string without NUL, at most {PROGRAM_LINE} bytes as the plan writes it"
                 )
         if env and self.program is None:
             raise JailError(f"environment of {self.name} is for its program, but it has none; set program")

@@ -1,0 +1,77 @@
+"""Issue 15, the shared IPC directory: <run_dir>/ipc on the host is /run/ipc in every jail, read-only,
+a slave of the host's. A tenant writes to a host FIFO (a host reader gets the line) but cannot remove,
+rename or create anything there, even with the host directory world-writable; a FIFO the host makes
+after the session started is visible in it. (Before: jailrun mounted it at /run/jailyard/ipc only where
+the image had that directory; the busybox image here has none at /run/ipc.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def ipc(node):
+    path = Path(node.cfg.run_dir) / "ipc"
+    path.mkdir(mode=0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_a_tenant_writes_a_line_into_a_host_fifo(node, ipc: Path) -> None:
+    fifo = ipc / "requests"
+    os.mkfifo(fifo)
+    fifo.chmod(0o622)  # any tenant may write, only root reads
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    try:
+        r = node.run("alice", "--", "/bin/sh", "-c", "echo hello from $(id -un) > /run/ipc/requests")
+        assert r.returncode == 0, r.stderr
+        out, _err = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+        reader.wait()
+    assert out == "hello from alice\n"
+
+
+def test_the_tenant_cannot_remove_rename_or_create_anything_there(node, ipc: Path) -> None:
+    os.mkfifo(ipc / "requests")
+    ipc.chmod(0o777)  # even a world-writable host directory: the mount is read-only
+    for cmd in ("rm -f /run/ipc/requests", "mv /run/ipc/requests /run/ipc/x", "mkfifo /run/ipc/evil", "touch /run/ipc/f", "rmdir /run/ipc"):
+        r = node.run("alice", "--", "/bin/sh", "-c", cmd)
+        assert r.returncode != 0, cmd
+    assert sorted(os.listdir(ipc)) == ["requests"]
+    mounts = node.run("alice", "--", "/bin/cat", "/proc/self/mountinfo").stdout.splitlines()
+    line = next(m for m in mounts if m.split()[4] == "/run/ipc")
+    assert "ro" in line.split()[5].split(",") and "nosuid" in line.split()[5] and "noexec" in line.split()[5]
+
+
+def test_a_fifo_made_after_the_session_started_is_visible(node, ipc: Path) -> None:
+    session = subprocess.Popen(
+        [
+            node.jailrun,
+            "alice",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo started; i=0; while [ ! -p /run/ipc/late ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; ls -l /run/ipc/late",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    try:
+        assert session.stdout.readline() == "started\n"
+        os.mkfifo(ipc / "late")
+        out, err = session.communicate(timeout=60)
+    finally:
+        session.kill()
+        session.wait()
+    assert session.returncode == 0, err
+    assert out.startswith("p")
