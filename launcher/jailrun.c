@@ -319,6 +319,9 @@ static void use_default_program(struct launch *l, uid_t caller)
         l->prog_env[i] = l->prog_buf + p->prog_env[i];
     l->n_prog_env = p->n_prog_env;
     l->args.argv = l->prog_argv;
+    /* An admin tenant's programs run as its root by default; its own program runs as its own user. */
+    if (p->admin && !l->args.user)
+        l->args.user = p->name;
     audit_subject(caller, l->args.name, l->args.argv[0]);
 }
 

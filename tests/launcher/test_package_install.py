@@ -214,3 +214,20 @@ def test_jail_package_module_copies_src_from_the_controller_check_mode_and_diff(
     assert "ABSENT False" in r.stdout
     assert "'progs/escape': a symlink" in r.stdout and "failed=1" in r.stdout, r.stdout
     assert load_spec(node.cfg, NAME) is None
+
+
+@pytest.mark.skipif(shutil.which("dpkg-scanpackages") is None or shutil.which("apt-get") is None, reason="needs dpkg-dev and apt-get")
+def test_debian_depends_are_installed_by_tenant_root_from_a_local_repository(node, tmp_path: Path, cleanup) -> None:
+    """v1's install_deps.sh makes the dpkg database (the busybox image has none); v2 depends on hello-jail,
+    which apt-get fetches on the host from a file repository and tenant root installs."""
+    from test_admin_packages import build_repo
+
+    install(node.cfg, make_package(tmp_path / "v1", "1"), jailrun=node.jailrun)
+    node.run(NAME, "--", "/bin/sh", "-c", "dpkg -r hello-jail")  # v2 must bring it back through depends
+    sources = build_repo(tmp_path / "repo")
+    v2 = make_package(tmp_path / "v2", "2", deps_script="true\n", extra={"depends": ["hello-jail"]})
+    install(node.cfg, v2, jailrun=node.jailrun, sources=sources)
+    r = node.run(NAME)
+    uid = node.run("--user", NAME, NAME, "--", "id", "-u").stdout.strip()
+    assert uid != "0"  # the program runs as the tenant's own user, not as tenant root
+    assert (r.returncode, r.stdout) == (0, f"hello from the package as {uid} world v2\n"), r.stderr
