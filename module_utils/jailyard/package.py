@@ -36,6 +36,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -413,7 +414,7 @@ def install(
     from .lock import tenant_lock
     from .packages import ensure_packages
 
-    jailrun = jailrun or JAILRUN
+    jailrun = jailrun or shutil.which("jailrun") or JAILRUN  # as jailctl finds it
     pkg = read_package(src)
     action, before, after = plan_install(cfg, pkg)
     result = {"changed": action != "none", "action": action, "name": pkg.name, "before": before, "after": after, "log": None}
