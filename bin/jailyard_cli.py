@@ -131,6 +131,19 @@ def cmd_install(cfg: Config, args: argparse.Namespace) -> Any:
     return f"{name}: {done} {before.get('version') or '-'} -> {after['version']} (log {result['log']})"
 
 
+def cmd_inbox(cfg: Config, args: argparse.Namespace) -> Any:
+    """Issue 15: one pass over a packages inbox (the path unit or cron job of the inbox runs this)."""
+    from jailyard.package import inbox_pass
+
+    report = inbox_pass(cfg, args.inbox, jailrun=shutil.which("jailrun") or JAILRUN, sources=args.sources)
+    if args.json:
+        return report
+    lines = [f"{'ok' if r['ok'] else 'failed'} {r['package']}: {r['result']} -> {r['moved_to']}" for r in report]
+    if any(not r["ok"] for r in report):
+        raise JailError("\n".join(lines))
+    return "\n".join(lines) or "inbox: nothing to install"
+
+
 def cmd_uninstall(cfg: Config, args: argparse.Namespace) -> Any:
     from jailyard.package import uninstall
 
@@ -373,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="the package")
     p.add_argument("--check", action="store_true", help="only say what would change")
     p.add_argument("--sources", help="a sources.list text for the package's Debian depends (default: the host's)")
+    p = add("inbox", cmd_inbox, "Install every package dropped into an inbox; move each to done/ or failed/ with its log.", jail=False)
+    p.add_argument("inbox", metavar="DIR", help="the inbox directory")
+    p.add_argument("--sources", help="a sources.list text for the packages' Debian depends (default: the host's)")
     p = add("uninstall", cmd_uninstall, "Remove a packaged tenant; its home is kept unless --purge.")
     p.add_argument("--check", action="store_true", help="only say what would change")
     p.add_argument("--purge", action="store_true", help="also delete its home, upper layer and install logs")

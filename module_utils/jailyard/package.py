@@ -495,3 +495,38 @@ def uninstall(cfg: Any, name: str, purge: bool = False, check: bool = False) -> 
         raise JailError(f"tenant {name!r} was not installed from a package; remove it with the jail module or jailctl remove")
     converge(cfg, {"name": name, "state": "absent", "purge": purge, "force": True}, check=check)
     return {"changed": True, "name": name, "before": dict(spec.package), "after": {}}
+
+
+# ---- the inbox -------------------------------------------------------------------------------------
+
+
+def inbox_pass(cfg: Any, inbox: str | Path, jailrun: str | None = None, sources: str | None = None) -> list[dict[str, Any]]:
+    """Install every package dropped into inbox (a directory or a tarball; names starting with "." are
+    skipped, so a package is dropped whole by writing `.NAME` and renaming it to `NAME`), then move it to
+    `done/` or `failed/` with `NAME.log` beside it (what happened, and the install's log). One entry a
+    package, in name order; a package that fails does not stop the others."""
+    import datetime
+
+    inbox = Path(inbox)
+    done, failed = inbox / "done", inbox / "failed"
+    for path in (done, failed):
+        path.mkdir(mode=0o700, exist_ok=True)
+    report = []
+    for entry in sorted(os.listdir(inbox)):
+        src = inbox / entry
+        if entry.startswith(".") or entry in ("done", "failed") or src.is_symlink():
+            continue
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+        try:
+            result = install(cfg, src, jailrun=jailrun, sources=sources)
+            ok, text = True, f"{result['action']}: {result['name']} {result['after'].get('version')}"
+        except JailError as exc:
+            ok, text = False, str(exc)
+        dest = (done if ok else failed) / f"{stamp}-{entry}"
+        os.rename(src, dest)
+        log = f"{text}\n"
+        if ok and result.get("log"):
+            log += Path(result["log"]).read_text()
+        Path(f"{dest}.log").write_text(log)
+        report.append({"package": entry, "ok": ok, "result": text, "moved_to": str(dest)})
+    return report

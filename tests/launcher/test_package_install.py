@@ -6,6 +6,7 @@ install of the same content does nothing."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -231,3 +232,27 @@ def test_debian_depends_are_installed_by_tenant_root_from_a_local_repository(nod
     uid = node.run("--user", NAME, NAME, "--", "id", "-u").stdout.strip()
     assert uid != "0"  # the program runs as the tenant's own user, not as tenant root
     assert (r.returncode, r.stdout) == (0, f"hello from the package as {uid} world v2\n"), r.stderr
+
+
+def test_the_inbox_installs_a_dropped_package_and_moves_each_to_done_or_failed(node, tmp_path: Path, cleanup) -> None:
+    from jailyard.package import inbox_pass
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    good = make_package(tmp_path / "v1", "1")
+    subprocess.run(["tar", "-czf", str(inbox / ".hello.tar.gz"), "-C", str(good), "."], check=True)
+    (inbox / ".hello.tar.gz").rename(inbox / "hello.tar.gz")  # dropped whole
+    bad = make_package(tmp_path / "bad", "1")
+    (bad / "progs/escape").symlink_to("/etc/shadow")
+    shutil.move(bad, inbox / "bad")
+    (inbox / ".partial").write_text("being written")
+    report = inbox_pass(node.cfg, inbox, jailrun=node.jailrun)
+    assert [(r["package"], r["ok"]) for r in report] == [("bad", False), ("hello.tar.gz", True)]
+    assert node.run(NAME).stdout == "hello-1 world v1\n"
+    done = sorted(os.listdir(inbox / "done"))
+    assert len(done) == 2 and done[0].endswith("-hello.tar.gz") and done[1].endswith("-hello.tar.gz.log")
+    assert "create: pkgapp 1" in (inbox / "done" / done[1]).read_text()
+    failed = sorted(os.listdir(inbox / "failed"))
+    assert failed[0].endswith("-bad") and "'progs/escape': a symlink" in (inbox / "failed" / failed[1]).read_text()
+    assert sorted(os.listdir(inbox)) == [".partial", "done", "failed"]
+    assert inbox_pass(node.cfg, inbox, jailrun=node.jailrun) == []
