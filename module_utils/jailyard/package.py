@@ -16,8 +16,8 @@ Nothing of the tenant is written with host privileges: the files go into the jai
 on jailrun's stdin and the tenant's own user unpacks and switches them (`stage`, `switch` below),
 as packages.py does for .debs.
 
-Install (`install`): a new tenant is created as an admin overlay tenant (tenant root installs the
-dependencies); the Debian `depends` are installed (packages.ensure_packages); progs/ is staged in
+Install (`install`): a new tenant is created as an overlay tenant, an admin one (tenant root
+installs the dependencies) when the package has `install_deps.sh` or `depends`; the Debian `depends` are installed (packages.ensure_packages); progs/ is staged in
 `~/.jailyard-stage`; `install_deps.sh` runs once per package content (its hash) as tenant root in
 the jail, with the network only if the package asks (`network: true` gives the tenant
 `net: private`); then the switch: the old `~/progs` is replaced by the staged one. Files the
@@ -151,6 +151,11 @@ class Package:
     @property
     def name(self) -> str:
         return self.config["name"]
+
+    @property
+    def needs_root(self) -> bool:
+        """Tenant root installs the dependencies: a package with none makes a plain overlay tenant."""
+        return self.install_deps or bool(self.config["depends"])
 
     @property
     def install_deps(self) -> bool:
@@ -399,6 +404,11 @@ def plan_install(cfg: Any, pkg: Package) -> tuple[str, dict[str, Any], dict[str,
     if not spec.package:
         raise JailError(f"{pkg.origin}: tenant {pkg.name!r} already exists and was not installed from a package; refusing to replace it")
     before = dict(spec.package)
+    if pkg.needs_root and not spec.admin:
+        raise JailError(
+            f"{pkg.origin}: version {pkg.config['version']} of {pkg.name} needs tenant root (install_deps.sh or depends) but the "
+            f"tenant was made without it; uninstall it (its home is kept) and install again"
+        )
     if before.get("hash") == pkg.hash and before.get("result") == "ok":
         return "none", before, before
     return "update", before, after
@@ -413,6 +423,7 @@ def install(
     from .lifecycle import converge
     from .lock import tenant_lock
     from .packages import ensure_packages
+    from .registry import load_spec
 
     jailrun = jailrun or shutil.which("jailrun") or JAILRUN  # as jailctl finds it
     pkg = read_package(src)
@@ -422,7 +433,7 @@ def install(
         return result
     conf, name = pkg.config, pkg.name
     if action == "create":
-        item = {"name": name, "uid": conf["uid"] or _free_uid(cfg), "layout": "overlay", "admin": True, "state": "present"}
+        item = {"name": name, "uid": conf["uid"] or _free_uid(cfg), "layout": "overlay", "admin": pkg.needs_root, "state": "present"}
         if conf["limits"]:
             item["limits"] = conf["limits"]
         if conf["network"]:
@@ -445,7 +456,7 @@ def install(
             except JailError as exc:
                 log.append(str(exc))
                 failed = "the Debian dependencies failed"
-        user = ["--user", name]
+        user = ["--user", name] if load_spec(cfg, name).admin else []  # an admin tenant's sessions run as its root by default
         if (
             not failed
             and _run(log, [jailrun, *user, name, "--", "/bin/sh", "-c", STAGE_SCRIPT], pkg.tar([p for p in old_manifest if p])) != 0

@@ -71,7 +71,7 @@ def test_install_runs_install_deps_as_tenant_root_and_jailrun_name_runs_the_prog
     log = Path(result["log"]).read_text()
     assert "installed as 0" in log and log.endswith("result: ok\n")
     spec = load_spec(node.cfg, NAME)
-    assert spec.admin and spec.layout == "overlay"
+    assert spec.admin and spec.layout == "overlay"  # install_deps.sh: tenant root
     assert spec.package["version"] == "1" and spec.package["hash"] == read_package(src).hash and spec.package["result"] == "ok"
     # The files are the tenant's, in its home (written by the tenant inside the jail).
     st = (node.home(NAME) / "progs/run.sh").stat()
@@ -256,3 +256,19 @@ def test_the_inbox_installs_a_dropped_package_and_moves_each_to_done_or_failed(n
     assert failed[0].endswith("-bad") and "'progs/escape': a symlink" in (inbox / "failed" / failed[1]).read_text()
     assert sorted(os.listdir(inbox)) == [".partial", "done", "failed"]
     assert inbox_pass(node.cfg, inbox, jailrun=node.jailrun) == []
+
+
+def test_a_package_without_dependencies_makes_a_plain_overlay_tenant(node, tmp_path: Path, cleanup) -> None:
+    """No install_deps.sh and no depends: no tenant root needed (a host without user namespaces can run it);
+    a later version that needs tenant root is refused before anything changes."""
+    src = make_package(tmp_path / "v1", "1")
+    (src / "progs/install_deps.sh").unlink()
+    (src / "progs/hello-jail_1.0_all.deb").unlink()
+    (src / "progs/run.sh").write_text('#!/bin/sh\necho "plain $(id -u) $WHO"\n')
+    install(node.cfg, src, jailrun=node.jailrun)
+    spec = load_spec(node.cfg, NAME)
+    assert not spec.admin and spec.layout == "overlay"
+    assert node.run(NAME).stdout == f"plain {spec.uid} 1\n"
+    with pytest.raises(JailError, match="needs tenant root .* uninstall it"):
+        install(node.cfg, make_package(tmp_path / "v2", "2"), jailrun=node.jailrun)
+    assert load_spec(node.cfg, NAME).package["version"] == "1"
