@@ -13,7 +13,8 @@ description:
   - A tenant package is a directory or a tarball with C(config.json) (see docs/package.schema.json; name, version, program
     as an argv, environment, layout, limits, Debian C(depends), C(network)) and C(progs/), the files that become
     C(/home/NAME/progs) in the tenant's jail, with an optional C(progs/install_deps.sh).
-  - V(present) installs or updates it (README, "Tenant packages"). A new tenant is created as an overlay tenant, an admin one when the package has C(install_deps.sh) or C(depends);
+  - V(present) installs or updates it (README, "Tenant packages"). A new tenant is created as an overlay tenant,
+    an admin one when the package has C(install_deps.sh) or C(depends);
     the Debian C(depends) are installed by tenant root; C(progs/) is staged in the jail by the tenant itself;
     C(install_deps.sh) runs once per package content as tenant root inside the tenant's jail; then the tenant's
     C(~/progs) is switched to the new one. Files the tenant made itself are never lost (in C(~/progs), those the old
