@@ -76,33 +76,47 @@ static void build_dev(int rootfd, unsigned long long shm_bytes)
  * shared mount. An image without /run/ipc gets a session /run of its own for it: a tiny read-only
  * tmpfs holding only the ipc mount point (the image's /run is hidden meanwhile; nothing writes a
  * read-only image's /run anyway). An image with no /run at all gets no IPC directory. */
-static void mount_ipc(int rootfd, int ipc_fd)
+static int has_dir(int rootfd, const char *rel)
 {
-    int target = open_beneath(rootfd, "run/ipc", O_PATH | O_DIRECTORY);
-    if (target < 0) {
-        int run = open_beneath(rootfd, "run", O_PATH | O_DIRECTORY);
-        if (run < 0) {
-            close(ipc_fd);
+    int fd = open_beneath(rootfd, rel, O_PATH | O_DIRECTORY);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
+static void mount_ipc(int rootfd, int ipc_fd, int ipc_self_fd)
+{
+    if (!(ipc_fd < 0 || has_dir(rootfd, "run/ipc")) || !(ipc_self_fd < 0 || has_dir(rootfd, "run/ipc-self"))) {
+        if (!has_dir(rootfd, "run")) {
+            if (ipc_fd >= 0)
+                close(ipc_fd);
+            if (ipc_self_fd >= 0)
+                close(ipc_self_fd);
             return;
         }
-        close(run);
         static const char *const run_opts[] = {"mode", "0755", "size", "16k", "nr_inodes", "16", NULL};
         int mfd = fs_mount("tmpfs", run_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
-        if (mkdirat(mfd, "ipc", 0755) < 0)
+        if (mkdirat(mfd, "ipc", 0755) < 0 || mkdirat(mfd, "ipc-self", 0755) < 0)
             die_with_error(EXIT_INTERNAL, "cannot make the session's /run/ipc");
         struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
         if (mount_setattr(mfd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
             die_with_error(EXIT_INTERNAL, "cannot make the session's /run read-only");
         attach(mfd, rootfd, "run", "/run (for /run/ipc)");
-    } else {
-        close(target);
     }
-    attach(ipc_fd, rootfd, "run/ipc", "/run/ipc");
-    if (mount(NULL, NEWROOT "/run/ipc", NULL, MS_SLAVE, NULL) < 0)
-        die_with_error(EXIT_INTERNAL, "cannot make /run/ipc a slave mount");
+    if (ipc_fd >= 0) {
+        attach(ipc_fd, rootfd, "run/ipc", "/run/ipc");
+        if (mount(NULL, NEWROOT "/run/ipc", NULL, MS_SLAVE, NULL) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot make /run/ipc a slave mount");
+    }
+    /* The tenant's own subdirectory, <run_dir>/ipc-tenants/NAME: no other tenant's session has it. */
+    if (ipc_self_fd >= 0) {
+        attach(ipc_self_fd, rootfd, "run/ipc-self", "/run/ipc-self");
+        if (mount(NULL, NEWROOT "/run/ipc-self", NULL, MS_SLAVE, NULL) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot make /run/ipc-self a slave mount");
+    }
 }
 
-void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, unsigned long long shm_size)
+void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int ipc_self_fd, unsigned long long shm_size)
 {
     if (setns(mntns_fd, CLONE_NEWNS) < 0)
         die_with_error(EXIT_INTERNAL, "cannot enter the template mount namespace");
@@ -125,8 +139,8 @@ void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, unsigne
     attach(fs_mount("proc", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
            rootfd, "proc", "/proc");
     build_dev(rootfd, shm_size);
-    if (ipc_fd >= 0)
-        mount_ipc(rootfd, ipc_fd);
+    if (ipc_fd >= 0 || ipc_self_fd >= 0)
+        mount_ipc(rootfd, ipc_fd, ipc_self_fd);
     if (fchdir(rootfd) < 0 || sys_pivot_root(".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         die_with_error(EXIT_INTERNAL, "cannot pivot into the jail");
     close(rootfd);

@@ -291,16 +291,20 @@ static void cleanup(void)
     cg_remove_session();
 }
 
-/* <run_dir>/ipc, read-only, for the jail's /run/ipc (jailfs.c, mount_ipc); -1 if there is none. */
-static int clone_ipc(const struct jr_config *cfg, int run_fd)
+/* <run_dir>/ipc, read-only, for the jail's /run/ipc (jailfs.c, mount_ipc); -1 if there is none.
+ * Also (issue 15) <run_dir>/ipc-tenants/NAME for /run/ipc-self. run_dir is root's: no symlink is
+ * followed in the last component, and ipc-tenants must be a directory too. */
+static int clone_ipc(const struct jr_config *cfg, int run_fd, const char *rel)
 {
     struct stat st;
-    if (fstatat(run_fd, "ipc", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+    if (fstatat(run_fd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
         return -1;
-    int fd = open_tree(run_fd, "ipc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (strchr(rel, '/') && (fstatat(run_fd, "ipc-tenants", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)))
+        return -1;
+    int fd = open_tree(run_fd, rel, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
     struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
     if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
-        die_with_error(EXIT_INTERNAL, "cannot clone %s/ipc", cfg->run_dir);
+        die_with_error(EXIT_INTERNAL, "cannot clone %s/%s", cfg->run_dir, rel);
     return fd;
 }
 
@@ -420,7 +424,10 @@ int main(int argc, char **argv)
     int mntns_fd = open_template_ns(&l.cfg, run_fd);
     int session_mem = l.args.limits[LIM_MEM] != JR_UNSET, session_procs = l.args.limits[LIM_PROCS] != JR_UNSET;
     cg_setup(&l, l.args.meta || session_mem || session_procs, l.args.meta != NULL);
-    int ipc_fd = clone_ipc(&l.cfg, run_fd);
+    int ipc_fd = clone_ipc(&l.cfg, run_fd, "ipc");
+    char self_rel[JR_NAME_MAX + 16];
+    snprintf(self_rel, sizeof self_rel, "ipc-tenants/%s", l.args.name);
+    l.ipc_self_fd = clone_ipc(&l.cfg, run_fd, self_rel);
     if (l.pty)
         pty_prepare();
     struct running r = start_jail(&l, &t, mntns_fd, ipc_fd);
@@ -434,6 +441,8 @@ int main(int argc, char **argv)
     close(mntns_fd);
     if (ipc_fd >= 0)
         close(ipc_fd);
+    if (l.ipc_self_fd >= 0)
+        close(l.ipc_self_fd);
     cg_close_leaves();
     int code = setup_failure(r.status_fd);
     if (code) {

@@ -40,6 +40,7 @@ struct launch {
     int pty;                            /* --pty: the program gets a terminal of the session's own (pty.c) */
     int userns_fd;                      /* admin tenants: the session's user namespace (userns.c), else -1 */
     char *cmdline;                      /* our argv strings, which /proc/<pid>/cmdline shows */
+    size_t cmdline_len;
     /* Issue 15: `jailrun NAME` with no PROGRAM runs the plan's default program (args.argv points at
      * prog_argv) with its environment (prog_env, set before --env); a copy, so reloading the plan
      * after a cold mount step changes nothing under the session. */
@@ -47,7 +48,7 @@ struct launch {
     char *prog_argv[JR_MAX_PROG_ARGS + 1];
     char *prog_env[JR_MAX_ENV];
     size_t n_prog_env;
-    size_t cmdline_len;
+    int ipc_self_fd;    /* issue 15: <run_dir>/ipc-tenants/NAME, cloned read-only for /run/ipc-self, or -1 */
 };
 
 #endif

@@ -75,3 +75,23 @@ def test_a_fifo_made_after_the_session_started_is_visible(node, ipc: Path) -> No
         session.wait()
     assert session.returncode == 0, err
     assert out.startswith("p")
+
+
+def test_a_tenant_sees_its_own_private_subdirectory_and_not_anothers(node, ipc: Path) -> None:
+    """<run_dir>/ipc-tenants/NAME is /run/ipc-self in NAME's sessions only."""
+    private = Path(node.cfg.run_dir) / "ipc-tenants"
+    (private / "alice").mkdir(parents=True)
+    (private / "bob").mkdir()
+    try:
+        os.mkfifo(private / "alice" / "for-alice")
+        os.mkfifo(private / "bob" / "for-bob")
+        a = node.run("alice", "--", "/bin/sh", "-c", "ls /run/ipc-self; ls /run/ipc-tenants 2>&1; rm /run/ipc-self/for-alice || echo kept")
+        assert a.returncode == 0, a.stderr
+        assert a.stdout.splitlines()[0] == "for-alice" and "kept" in a.stdout
+        b = node.run("bob", "--", "/bin/sh", "-c", "ls /run/ipc-self; cat /proc/self/mountinfo")
+        assert b.returncode == 0, b.stderr
+        assert "for-bob" in b.stdout and "for-alice" not in b.stdout and "/alice" not in b.stdout
+        c = node.run("carol", "--", "/bin/sh", "-c", "ls -A /run/ipc-self 2>&1 || true")
+        assert "for-" not in c.stdout  # no subdirectory of its own: nothing there
+    finally:
+        shutil.rmtree(private)

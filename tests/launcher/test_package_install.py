@@ -269,6 +269,6 @@ def test_a_package_without_dependencies_makes_a_plain_overlay_tenant(node, tmp_p
     spec = load_spec(node.cfg, NAME)
     assert not spec.admin and spec.layout == "overlay"
     assert node.run(NAME).stdout == f"plain {spec.uid} 1\n"
-    with pytest.raises(JailError, match="needs tenant root .* uninstall it"):
+    with pytest.raises(JailError, match=r"needs tenant root .* uninstall it"):
         install(node.cfg, make_package(tmp_path / "v2", "2"), jailrun=node.jailrun)
     assert load_spec(node.cfg, NAME).package["version"] == "1"
