@@ -17,7 +17,8 @@ on jailrun's stdin and the tenant's own user unpacks and switches them (`stage`,
 as packages.py does for .debs.
 
 Install (`install`): a new tenant is created as an overlay tenant, an admin one (tenant root
-installs the dependencies) when the package has `install_deps.sh` or `depends`; the Debian `depends` are installed (packages.ensure_packages); progs/ is staged in
+installs the dependencies) when the package has `install_deps.sh` or `depends`; the Debian
+`depends` are installed (packages.ensure_packages); progs/ is staged in
 `~/.jailyard-stage`; `install_deps.sh` runs once per package content (its hash) as tenant root in
 the jail, with the network only if the package asks (`network: true` gives the tenant
 `net: private`); then the switch: the old `~/progs` is replaced by the staged one. Files the
