@@ -95,3 +95,39 @@ def test_a_tenant_sees_its_own_private_subdirectory_and_not_anothers(node, ipc: 
         assert "for-" not in c.stdout  # no subdirectory of its own: nothing there
     finally:
         shutil.rmtree(private)
+
+
+def test_a_mount_the_host_makes_below_a_shared_ipc_directory_reaches_a_running_session(node, ipc: Path) -> None:
+    """With the host's directory a shared mount, a tmpfs the host mounts below it after the session
+    started appears inside. (That the session's copy is a slave, so nothing goes back, cannot be shown
+    from inside: a tenant cannot mount. A peer would pass this test too.)"""
+    subprocess.run(["mount", "--bind", str(ipc), str(ipc)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(ipc)], check=True)
+        (ipc / "sub").mkdir()
+        session = subprocess.Popen(
+            [
+                node.jailrun,
+                "alice",
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo started; i=0; while [ ! -e /run/ipc/sub/ready ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; cat /run/ipc/sub/ready",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        try:
+            assert session.stdout.readline() == "started\n"
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "jailyard-test-ipc", str(ipc / "sub")], check=True)
+            (ipc / "sub" / "ready").write_text("mounted later\n")
+            out, err = session.communicate(timeout=60)
+        finally:
+            session.kill()
+            session.wait()
+            subprocess.run(["umount", str(ipc / "sub")], check=False)
+        assert (session.returncode, out) == (0, "mounted later\n"), err
+    finally:
+        subprocess.run(["umount", "-l", str(ipc)], check=False)
