@@ -296,7 +296,7 @@ void jail_init(const struct launch *l, struct jail_fds fds)
     int ns_sock = -1;
     if (l->plan.net == JR_NET_PRIVATE && fds.netns < 0 && (ns_sock = fcntl(fds.tree_sock, F_DUPFD_CLOEXEC, 3)) < 0)
         die_with_error(EXIT_INTERNAL, "dup");
-    enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->ipc_self_fd, l->lim[LIM_MEM]);
+    enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->ipc_self_fd, l->cfg.ipc_path, l->lim[LIM_MEM]);
     if (ns_sock >= 0) {
         fds.netns = receive_fd(ns_sock);
         close(ns_sock);

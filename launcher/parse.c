@@ -179,6 +179,8 @@ static const struct config_key config_keys[] = {
     {"net_dns", KEY_WORD, FIELD(net_dns), 0, 0, "none"},
     {"net_egress", KEY_WORD, FIELD(net_egress), 0, 0, "nat"},
     {"net_host", KEY_NUMBER, FIELD(net_host), 0, 1, "0"},
+    /* issue 15: the shared IPC directory's path in every jail (jailfs.c, mount_ipc). */
+    {"ipc_path", KEY_PATH, FIELD(ipc_path), 0, 0, "/run/ipc"},
 };
 #define CGROUP_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 #define WORD_CHARS CGROUP_CHARS ".:/,"

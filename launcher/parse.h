@@ -47,6 +47,7 @@ struct jr_config {
     char net_bridge[JR_WORD_MAX + 1], net_pool4[JR_WORD_MAX + 1], net_pool6[JR_WORD_MAX + 1];
     char net_dns[JR_WORD_MAX + 1], net_egress[JR_WORD_MAX + 1];
     unsigned long net_host;
+    char ipc_path[JR_PATH_MAX];  /* issue 15: where <run_dir>/ipc is in every jail */
 };
 
 struct jr_mount {

@@ -122,7 +122,7 @@ int main(void)
                        "cgroup_name = c-g_1\ndefault_cpu = 1\ndefault_mem = 2\ndefault_procs = 3\n"
                        "default_fsize = 4\ndefault_nofile = 5\ndefault_wall = 6\n"
                        "net_bridge = br1\nnet_pool4 = 10.1.0.0/16\nnet_pool6 = fd00::/64\nnet_dns = 10.1.0.1,fd00::1\n"
-                       "net_egress = route\nnet_host = 1\n";
+                       "net_egress = route\nnet_host = 1\nipc_path = /run/x\n";
     size_t n = 0;
     CHECK(jr_parse_config(full, strlen(full), &parsed, err, sizeof err) == 0 &&
               (n = jr_config_render(&parsed, text, sizeof text)) == strlen(full) && strcmp(text, full) == 0,

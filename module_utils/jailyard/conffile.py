@@ -50,6 +50,7 @@ KEYS: dict[str, tuple[str, int, int, object]] = {
     "net_dns": ("word", 0, 0, "none"),
     "net_egress": ("word", 0, 0, "nat"),
     "net_host": ("number", 0, 1, 0),
+    "ipc_path": ("path", 0, 0, "/run/ipc"),  # issue 15: the shared IPC directory in every jail
 }
 PATH_KEYS = tuple(k for k, entry in KEYS.items() if entry[0] == "path")
 DEFAULTS: dict = {k: entry[3] for k, entry in KEYS.items()}

@@ -45,6 +45,7 @@ class Config:
     net_dns: str = DEFAULTS["net_dns"]
     net_egress: str = DEFAULTS["net_egress"]
     net_host: int = DEFAULTS["net_host"]
+    ipc_path: Path = Path(DEFAULTS["ipc_path"])  # issue 15: where <run_dir>/ipc is in every jail
     path: Path | None = None
 
     def default_limits(self) -> dict[str, int]:

@@ -131,3 +131,26 @@ def test_a_mount_the_host_makes_below_a_shared_ipc_directory_reaches_a_running_s
         assert (session.returncode, out) == (0, "mounted later\n"), err
     finally:
         subprocess.run(["umount", "-l", str(ipc)], check=False)
+
+
+def test_ipc_path_in_the_config_moves_it(node, ipc: Path) -> None:
+    """ipc_path = /run/jailyard-ipc (jailyard.conf): the directory is there, and not at /run/ipc."""
+    import dataclasses
+
+    other = node.base / "ipc-path-conf"
+    other.mkdir(mode=0o755, exist_ok=True)
+    conf = other / "jailyard.conf"
+    cfg = dataclasses.replace(node.cfg, ipc_path=Path("/run/jailyard-ipc"), path=None)
+    conf.write_text(cfg.render())
+    conf.chmod(0o644)
+    jailrun = node.build_jailrun(other / "build", conf)
+    os.mkfifo(ipc / "requests")
+    r = subprocess.run(
+        [jailrun, "alice", "--", "/bin/sh", "-c", "ls /run/jailyard-ipc; ls /run/ipc 2>&1 || true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "requests" and "No such file" in r.stdout
