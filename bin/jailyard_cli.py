@@ -1,4 +1,5 @@
-"""jailctl, the node CLI: list, status, create, mount, unmount, remove, run, shell, sessions, kill, expire, gc, images."""
+"""jailctl, the node CLI: list, status, create, mount, unmount, remove, run, shell, sessions, kill, expire, gc, images,
+install, uninstall."""
 
 from __future__ import annotations
 
@@ -78,6 +79,18 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _package_columns(fact: dict[str, Any]) -> dict[str, str]:
+    """Issue 15, the registry: the package installed, its version and hash, when, how the last install went, the program."""
+    pkg = fact.get("package") or {}
+    return {
+        "package": f"{pkg['name']} {pkg.get('version') or '-'}" if pkg.get("name") else "-",
+        "hash": (pkg.get("hash") or "-")[:12],
+        "installed": pkg.get("installed") or "-",
+        "result": pkg.get("result") or "-",
+        "program": " ".join(fact.get("program") or []) or "-",
+    }
+
+
 def cmd_list(cfg: Config, args: argparse.Namespace) -> Any:
     facts = jail_facts(cfg, args.pattern)
     if args.json:
@@ -90,10 +103,57 @@ def cmd_list(cfg: Config, args: argparse.Namespace) -> Any:
             "image": f["image_id"][:12],
             "mounted": "yes" if f["mounted"] else ("partly" if any(m["mounted"] for m in f["mounts"]) else "no"),
             "sessions": len(f["sessions"]),
+            **_package_columns(f),
         }
         for f in facts
     ]
-    return _table(rows, ["name", "uid", "layout", "image", "mounted", "sessions"])
+    columns = ["name", "uid", "layout", "image", "mounted", "sessions"]
+    if any(f.get("package") for f in facts):  # the registry's columns, on a node with packages
+        columns += ["package", "hash", "installed", "result"]
+    if any(f.get("program") for f in facts):
+        columns.append("program")
+    return _table(rows, columns)
+
+
+def cmd_install(cfg: Config, args: argparse.Namespace) -> Any:
+    """Issue 15: install or update a tenant package (a directory or a tarball) on this node."""
+    from jailyard.package import install
+
+    result = install(cfg, args.path, check=args.check, jailrun=shutil.which("jailrun") or JAILRUN, sources=args.sources)
+    if args.json:
+        return result
+    name, after, before = result["name"], result["after"], result["before"]
+    if result["action"] == "none":
+        return f"{name}: {after.get('version')} is installed already ({after.get('hash', '')[:12]})"
+    verb, done = {"create": ("install", "installed"), "update": ("update", "updated")}[result["action"]]
+    if args.check:
+        return f"{name}: would {verb} {before.get('version') or '-'} -> {after['version']}"
+    return f"{name}: {done} {before.get('version') or '-'} -> {after['version']} (log {result['log']})"
+
+
+def cmd_inbox(cfg: Config, args: argparse.Namespace) -> Any:
+    """Issue 15: one pass over a packages inbox (the path unit or cron job of the inbox runs this)."""
+    from jailyard.package import inbox_pass
+
+    report = inbox_pass(cfg, args.inbox, jailrun=shutil.which("jailrun") or JAILRUN, sources=args.sources)
+    if args.json:
+        return report
+    lines = [f"{'ok' if r['ok'] else 'failed'} {r['package']}: {r['result']} -> {r['moved_to']}" for r in report]
+    if any(not r["ok"] for r in report):
+        raise JailError("\n".join(lines))
+    return "\n".join(lines) or "inbox: nothing to install"
+
+
+def cmd_uninstall(cfg: Config, args: argparse.Namespace) -> Any:
+    from jailyard.package import uninstall
+
+    result = uninstall(cfg, args.name, purge=args.purge, check=args.check)
+    if args.json:
+        return result
+    if not result["changed"]:
+        return f"{args.name}: not installed"
+    kept = "" if args.purge else " (home kept)"
+    return f"{args.name}: {'would remove' if args.check else 'removed'} {result['before'].get('version') or '-'}{kept}"
 
 
 def cmd_status(cfg: Config, args: argparse.Namespace) -> Any:
@@ -322,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("gc", cmd_gc, "Remove base images no jail uses (never the current one).", jail=False)
     p.add_argument("--check", action="store_true", help="only say what would be removed")
     add("images", cmd_images, "List base images and which are in use.", jail=False)
+    p = add("install", cmd_install, "Install or update a tenant package (a directory or tarball with config.json and progs/).", jail=False)
+    p.add_argument("path", metavar="PATH", help="the package")
+    p.add_argument("--check", action="store_true", help="only say what would change")
+    p.add_argument("--sources", help="a sources.list text for the package's Debian depends (default: the host's)")
+    p = add("inbox", cmd_inbox, "Install every package dropped into an inbox; move each to done/ or failed/ with its log.", jail=False)
+    p.add_argument("inbox", metavar="DIR", help="the inbox directory")
+    p.add_argument("--sources", help="a sources.list text for the packages' Debian depends (default: the host's)")
+    p = add("uninstall", cmd_uninstall, "Remove a packaged tenant; its home is kept unless --purge.")
+    p.add_argument("--check", action="store_true", help="only say what would change")
+    p.add_argument("--purge", action="store_true", help="also delete its home, upper layer and install logs")
     return parser
 
 

@@ -230,14 +230,16 @@ static void run_program(const struct launch *l)
         setenv("USER", who.name, 1) < 0 || setenv("LOGNAME", who.name, 1) < 0 || setenv("SHELL", "/bin/sh", 1) < 0 ||
         setenv("LANG", "C.UTF-8", 1) < 0)
         die_with_error(EXIT_INTERNAL, "environment");
-    for (size_t i = 0; i < args->n_env; i++) {
+    /* The default program's environment (issue 15; n_prog_env is 0 for a PROGRAM given), then --env: later ones win. */
+    for (size_t i = 0; i < l->n_prog_env + args->n_env; i++) {
+        const char *kv = i < l->n_prog_env ? l->prog_env[i] : args->env[i - l->n_prog_env];
         char key[256];
-        size_t klen = strcspn(args->env[i], "=");
+        size_t klen = strcspn(kv, "=");
         if (klen >= sizeof key)
             die(EXIT_USAGE, "--env name too long");
-        memcpy(key, args->env[i], klen);
+        memcpy(key, kv, klen);
         key[klen] = '\0';
-        if (setenv(key, args->env[i] + klen + 1, 1) < 0)
+        if (setenv(key, kv + klen + 1, 1) < 0)
             die_with_error(EXIT_INTERNAL, "environment");
     }
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
@@ -294,7 +296,7 @@ void jail_init(const struct launch *l, struct jail_fds fds)
     int ns_sock = -1;
     if (l->plan.net == JR_NET_PRIVATE && fds.netns < 0 && (ns_sock = fcntl(fds.tree_sock, F_DUPFD_CLOEXEC, 3)) < 0)
         die_with_error(EXIT_INTERNAL, "dup");
-    enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->lim[LIM_MEM]);
+    enter_jail_fs(fds.mntns, fds.tree, fds.tree_sock, fds.ipc, l->ipc_self_fd, l->cfg.ipc_path, l->lim[LIM_MEM]);
     if (ns_sock >= 0) {
         fds.netns = receive_fd(ns_sock);
         close(ns_sock);

@@ -10,7 +10,9 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int fs_mount(const char *fstype, const char *const *opts, unsigned attrs)
@@ -69,7 +71,64 @@ static void build_dev(int rootfd, unsigned long long shm_bytes)
     close(devfd);
 }
 
-void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, unsigned long long shm_size)
+/* Issue 15, the shared IPC directory: <run_dir>/ipc (read-only, nosuid, nodev, noexec: cloned by
+ * jailrun.c's clone_ipc) at /run/ipc, a slave of the host's, so a FIFO or socket the host makes later
+ * appears in running sessions (the same directory) and so do mounts below it when the host's is a
+ * shared mount. An image without /run/ipc gets a session /run of its own for it: a tiny read-only
+ * tmpfs holding only the ipc mount point (the image's /run is hidden meanwhile; nothing writes a
+ * read-only image's /run anyway). An image with no /run at all gets no IPC directory. */
+static int has_dir(int rootfd, const char *rel)
+{
+    int fd = open_beneath(rootfd, rel, O_PATH | O_DIRECTORY);
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
+static void mount_ipc(int rootfd, int ipc_fd, int ipc_self_fd, const char *ipc_path)
+{
+    /* ipc_path (config ipc_path, default /run/ipc) and ipc_path-self, relative to the jail root. */
+    char rel[JR_PATH_MAX], self[JR_PATH_MAX + 8], self_abs[JR_PATH_MAX + 32], ipc_abs[JR_PATH_MAX + 32];
+    snprintf(rel, sizeof rel, "%s", ipc_path + 1);
+    snprintf(self, sizeof self, "%s-self", rel);
+    snprintf(ipc_abs, sizeof ipc_abs, NEWROOT "/%s", rel);
+    snprintf(self_abs, sizeof self_abs, NEWROOT "/%s", self);
+    const char *base = strrchr(rel, '/');
+    int under_run = base && (size_t)(base - rel) == 3 && strncmp(rel, "run", 3) == 0 && !strchr(base + 1, '/');
+    if (!*rel)
+        die(EXIT_CONFIG, "ipc_path may not be /");
+    if (!(ipc_fd < 0 || has_dir(rootfd, rel)) || !(ipc_self_fd < 0 || has_dir(rootfd, self))) {
+        if (!under_run || !has_dir(rootfd, "run")) {  /* no mount point: no IPC directory (as before) */
+            if (ipc_fd >= 0)
+                close(ipc_fd);
+            if (ipc_self_fd >= 0)
+                close(ipc_self_fd);
+            return;
+        }
+        static const char *const run_opts[] = {"mode", "0755", "size", "16k", "nr_inodes", "16", NULL};
+        int mfd = fs_mount("tmpfs", run_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+        if (mkdirat(mfd, base + 1, 0755) < 0 || mkdirat(mfd, self + 4, 0755) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot make the session's %s", ipc_path);
+        struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+        if (mount_setattr(mfd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot make the session's /run read-only");
+        attach(mfd, rootfd, "run", "/run (for the IPC directory)");
+    }
+    if (ipc_fd >= 0) {
+        attach(ipc_fd, rootfd, rel, ipc_path);
+        if (mount(NULL, ipc_abs, NULL, MS_SLAVE, NULL) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot make %s a slave mount", ipc_path);
+    }
+    /* The tenant's own subdirectory, <run_dir>/ipc-tenants/NAME: no other tenant's session has it. */
+    if (ipc_self_fd >= 0) {
+        attach(ipc_self_fd, rootfd, self, "the tenant's IPC directory");
+        if (mount(NULL, self_abs, NULL, MS_SLAVE, NULL) < 0)
+            die_with_error(EXIT_INTERNAL, "cannot make %s-self a slave mount", ipc_path);
+    }
+}
+
+void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, int ipc_self_fd, const char *ipc_path,
+                   unsigned long long shm_size)
 {
     if (setns(mntns_fd, CLONE_NEWNS) < 0)
         die_with_error(EXIT_INTERNAL, "cannot enter the template mount namespace");
@@ -92,16 +151,8 @@ void enter_jail_fs(int mntns_fd, int tree_fd, int tree_sock, int ipc_fd, unsigne
     attach(fs_mount("proc", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC),
            rootfd, "proc", "/proc");
     build_dev(rootfd, shm_size);
-    if (ipc_fd >= 0) {
-        /* Optional: only where the image has the mount point. */
-        int target = open_beneath(rootfd, "run/jailyard/ipc", O_PATH | O_DIRECTORY);
-        if (target >= 0) {
-            close(target);
-            attach(ipc_fd, rootfd, "run/jailyard/ipc", "/run/jailyard/ipc");
-        } else {
-            close(ipc_fd);
-        }
-    }
+    if (ipc_fd >= 0 || ipc_self_fd >= 0)
+        mount_ipc(rootfd, ipc_fd, ipc_self_fd, ipc_path);
     if (fchdir(rootfd) < 0 || sys_pivot_root(".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         die_with_error(EXIT_INTERNAL, "cannot pivot into the jail");
     close(rootfd);

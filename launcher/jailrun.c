@@ -1,6 +1,8 @@
 /* jailrun: enter a jailyard jail and run one program in it as the tenant.
  *
- *   jailrun [options] NAME [--] PROGRAM [ARGS...]
+ *   jailrun [options] NAME [[--] PROGRAM [ARGS...]]
+ *
+ * With no PROGRAM, the tenant's default program (its plan's "exec" and "env" lines, issue 15).
  *
  * Threat model. Installed setuid root. Trusted: root, the config file fixed
  * at build time (JAILRUN_CONFIG) when it and its directory are root-owned and
@@ -90,8 +92,9 @@
 
 static void usage(void)
 {
-    printf("usage: jailrun [options] NAME [--] PROGRAM [ARGS...]\n"
-           "Run PROGRAM as tenant NAME inside its jail (mounting the jail first if needed).\n"
+    printf("usage: jailrun [options] NAME [[--] PROGRAM [ARGS...]]\n"
+           "Run PROGRAM as tenant NAME inside its jail (mounting the jail first if needed);\n"
+           "with no PROGRAM, the tenant's own program (its package's or spec's `program`) with its environment.\n"
            "\n"
            "  --cwd DIR        working directory inside the jail (default: the tenant's home)\n"
            "  --env NAME=VALUE set a variable (repeatable); nothing else of the caller's environment passes\n"
@@ -288,17 +291,42 @@ static void cleanup(void)
     cg_remove_session();
 }
 
-/* <run_dir>/ipc, read-only, for the jail's /run/jailyard/ipc; -1 if there is none. */
-static int clone_ipc(const struct jr_config *cfg, int run_fd)
+/* <run_dir>/ipc, read-only, for the jail's /run/ipc (jailfs.c, mount_ipc); -1 if there is none.
+ * Also (issue 15) <run_dir>/ipc-tenants/NAME for /run/ipc-self. run_dir is root's: no symlink is
+ * followed in the last component, and ipc-tenants must be a directory too. */
+static int clone_ipc(const struct jr_config *cfg, int run_fd, const char *rel)
 {
     struct stat st;
-    if (fstatat(run_fd, "ipc", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
+    if (fstatat(run_fd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode))
         return -1;
-    int fd = open_tree(run_fd, "ipc", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (strchr(rel, '/') && (fstatat(run_fd, "ipc-tenants", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)))
+        return -1;
+    int fd = open_tree(run_fd, rel, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
     struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC};
     if (fd < 0 || mount_setattr(fd, "", AT_EMPTY_PATH, &ro, sizeof ro) < 0)
-        die_with_error(EXIT_INTERNAL, "cannot clone %s/ipc", cfg->run_dir);
+        die_with_error(EXIT_INTERNAL, "cannot clone %s/%s", cfg->run_dir, rel);
     return fd;
+}
+
+/* Issue 15: no PROGRAM given: the plan's default program ("exec" lines) with its environment ("env" lines). */
+static void use_default_program(struct launch *l, uid_t caller)
+{
+    const struct jr_plan *p = &l->plan;
+    if (p->n_prog == 0)
+        die(EXIT_USAGE, "missing PROGRAM: tenant '%s' has no default program (usage: jailrun [options] NAME [[--] PROGRAM [ARGS...]])",
+            l->args.name);
+    memcpy(l->prog_buf, p->prog_buf, sizeof l->prog_buf);
+    for (size_t i = 0; i < p->n_prog; i++)
+        l->prog_argv[i] = l->prog_buf + p->prog[i];
+    l->prog_argv[p->n_prog] = NULL;
+    for (size_t i = 0; i < p->n_prog_env; i++)
+        l->prog_env[i] = l->prog_buf + p->prog_env[i];
+    l->n_prog_env = p->n_prog_env;
+    l->args.argv = l->prog_argv;
+    /* An admin tenant's programs run as its root by default; its own program runs as its own user. */
+    if (p->admin && !l->args.user)
+        l->args.user = p->name;
+    audit_subject(caller, l->args.name, l->args.argv[0]);
 }
 
 /* The supervisor's side of a running PID 1. */
@@ -376,12 +404,14 @@ int main(int argc, char **argv)
         usage();
         return 0;
     }
-    audit_subject(caller, l.args.name, l.args.argv[0]);
+    audit_subject(caller, l.args.name, l.args.argv ? l.args.argv[0] : NULL);   /* NULL: the default program, below */
     if (!jr_valid_name(l.args.name))
         die(EXIT_USAGE, "invalid tenant name '%.64s': expected [a-z_][a-z0-9_-]{0,31}", l.args.name);
     if (l.pty)
         pty_check_caller();
     load_plan(&l.cfg, l.args.name, &l.plan);
+    if (!l.args.argv)
+        use_default_program(&l, caller);
     resolve_limits(&l);
     if (l.args.user && !l.plan.admin)
         die(EXIT_USAGE, "--user: tenant '%s' is not an admin tenant; its programs run as itself", l.args.name);
@@ -394,7 +424,10 @@ int main(int argc, char **argv)
     int mntns_fd = open_template_ns(&l.cfg, run_fd);
     int session_mem = l.args.limits[LIM_MEM] != JR_UNSET, session_procs = l.args.limits[LIM_PROCS] != JR_UNSET;
     cg_setup(&l, l.args.meta || session_mem || session_procs, l.args.meta != NULL);
-    int ipc_fd = clone_ipc(&l.cfg, run_fd);
+    int ipc_fd = clone_ipc(&l.cfg, run_fd, "ipc");
+    char self_rel[JR_NAME_MAX + 16];
+    snprintf(self_rel, sizeof self_rel, "ipc-tenants/%s", l.args.name);
+    l.ipc_self_fd = clone_ipc(&l.cfg, run_fd, self_rel);
     if (l.pty)
         pty_prepare();
     struct running r = start_jail(&l, &t, mntns_fd, ipc_fd);
@@ -408,6 +441,8 @@ int main(int argc, char **argv)
     close(mntns_fd);
     if (ipc_fd >= 0)
         close(ipc_fd);
+    if (l.ipc_self_fd >= 0)
+        close(l.ipc_self_fd);
     cg_close_leaves();
     int code = setup_failure(r.status_fd);
     if (code) {

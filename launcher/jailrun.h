@@ -41,6 +41,14 @@ struct launch {
     int userns_fd;                      /* admin tenants: the session's user namespace (userns.c), else -1 */
     char *cmdline;                      /* our argv strings, which /proc/<pid>/cmdline shows */
     size_t cmdline_len;
+    /* Issue 15: `jailrun NAME` with no PROGRAM runs the plan's default program (args.argv points at
+     * prog_argv) with its environment (prog_env, set before --env); a copy, so reloading the plan
+     * after a cold mount step changes nothing under the session. */
+    char prog_buf[JR_PROG_BUF];
+    char *prog_argv[JR_MAX_PROG_ARGS + 1];
+    char *prog_env[JR_MAX_ENV];
+    size_t n_prog_env;
+    int ipc_self_fd;    /* issue 15: <run_dir>/ipc-tenants/NAME, cloned read-only for /run/ipc-self, or -1 */
 };
 
 #endif

@@ -181,6 +181,8 @@ static const struct config_key config_keys[] = {
     {"net_host", KEY_NUMBER, FIELD(net_host), 0, 1, "0"},
     /* Per-tenant disk limits: project quotas or volumes (read by the Python side only). */
     {"disk_backend", KEY_WORD, FIELD(disk_backend), 0, 0, "auto"},
+    /* issue 15: the shared IPC directory's path in every jail (jailfs.c, mount_ipc). */
+    {"ipc_path", KEY_PATH, FIELD(ipc_path), 0, 0, "/run/ipc"},
 };
 #define CGROUP_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 #define WORD_CHARS CGROUP_CHARS ".:/,"
@@ -536,6 +538,62 @@ static int parse_resource(char **f, size_t nf, size_t lineno, struct jr_plan *pl
     return fail(err, errlen, "line %zu: unknown limit '%s'", lineno, f[1]);
 }
 
+/* Issue 15, the default program: "exec ARG" (one per word, in order) and "env NAME=VALUE" (after
+ * the first exec), ARG and VALUE percent-encoded (%XX, upper-case hex, for every byte that is not
+ * printable ASCII other than space, and for '%'; never %00). Decoded into plan->prog_buf. */
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int decode_prog_word(const char *v, struct jr_plan *plan, size_t *at)
+{
+    size_t o = plan->prog_used;
+    for (const char *p = v; *p; p++) {
+        char c = *p;
+        if (c == '%') {
+            int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+            if (lo < 0 || (hi == 0 && lo == 0))
+                return -1;
+            c = (char)(hi * 16 + lo);
+            p += 2;
+        }
+        if (o + 1 >= sizeof plan->prog_buf)
+            return -2;
+        plan->prog_buf[o++] = c;
+    }
+    plan->prog_buf[o++] = '\0';
+    *at = plan->prog_used;
+    plan->prog_used = o;
+    return 0;
+}
+
+static int parse_prog_line(char **f, size_t nf, size_t lineno, struct jr_plan *plan, char *err, size_t errlen)
+{
+    int is_exec = strcmp(f[0], "exec") == 0;
+    if (nf != 2)
+        return fail(err, errlen, "line %zu: expected '%s %s'", lineno, f[0], is_exec ? "ARG" : "NAME=VALUE");
+    if (!is_exec && (plan->n_prog == 0 || !jr_valid_env(f[1])))
+        return fail(err, errlen, "line %zu: expected 'env NAME=VALUE' after an exec line, got '%.64s'", lineno, f[1]);
+    if (is_exec && (plan->n_prog == JR_MAX_PROG_ARGS || plan->n_prog_env))
+        return fail(err, errlen, "line %zu: more than %d exec lines, or one after an env line", lineno, JR_MAX_PROG_ARGS);
+    if (!is_exec && plan->n_prog_env == JR_MAX_ENV)
+        return fail(err, errlen, "line %zu: more than %d env lines", lineno, JR_MAX_ENV);
+    size_t at;
+    int r = decode_prog_word(f[1], plan, &at);
+    if (r == -1)
+        return fail(err, errlen, "line %zu: bad percent-encoding in '%.64s'", lineno, f[1]);
+    if (r < 0)
+        return fail(err, errlen, "line %zu: the default program is longer than %d bytes", lineno, JR_PROG_BUF);
+    if (is_exec && plan->n_prog == 0 && !plan->prog_buf[at])
+        return fail(err, errlen, "line %zu: empty program", lineno);
+    if (is_exec)
+        plan->prog[plan->n_prog++] = at;
+    else
+        plan->prog_env[plan->n_prog_env++] = at;
+    return 0;
+}
+
 int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err, size_t errlen)
 {
     enum { N_HEADER = sizeof plan_header / sizeof plan_header[0] };
@@ -590,6 +648,9 @@ int jr_parse_plan(const char *text, size_t len, struct jr_plan *plan, char *err,
             if (nf != 3 || !valid_abs_path(f[1]) || !valid_abs_path(f[2]))
                 return fail(err, errlen, "line %zu: expected 'volume IMAGE MOUNTPOINT' with absolute paths", lineno);
             plan->volume = 1;
+        } else if (plan->n_mounts == 0 && (strcmp(f[0], "exec") == 0 || strcmp(f[0], "env") == 0)) {
+            if (parse_prog_line(f, nf, lineno, plan, err, errlen) < 0)
+                return -1;
         } else if (plan->n_mounts == 0 && nf == 3 && strcmp(f[0], "limit") == 0) {
             if (parse_resource(f, nf, lineno, plan, &res_seen, err, errlen) < 0)
                 return -1;
@@ -730,8 +791,11 @@ int jr_parse_args(int argc, char **argv, struct jr_args *args, char *err, size_t
     args->name = argv[optind++];
     if (optind < argc && strcmp(argv[optind], "--") == 0)
         optind++;
-    if (optind >= argc)
-        return fail(err, errlen, "missing PROGRAM (usage: jailrun [options] NAME [--] PROGRAM [ARGS...])");
+    if (optind >= argc) {
+        if (strcmp(argv[optind - 1], "--") == 0)
+            return fail(err, errlen, "missing PROGRAM after '--' (usage: jailrun [options] NAME [[--] PROGRAM [ARGS...]])");
+        return 0;   /* issue 15: no PROGRAM, the plan's default program (config.c, default_program) */
+    }
     if (!*argv[optind])
         return fail(err, errlen, "empty PROGRAM");
     args->argv = argv + optind;

@@ -19,6 +19,8 @@
 #define JR_MAX_FILE 65536   /* config and plan files above this size are refused */
 #define JR_ERR_MAX 512
 #define JR_WORD_MAX 255    /* KEY_WORD config values (issue 17) */
+#define JR_MAX_PROG_ARGS 64 /* issue 15: words of a plan's default program */
+#define JR_PROG_BUF 16384   /* issue 15: its words and environment, decoded, NULs included */
 
 /* Limits, in the plan's order. 0 = unlimited. */
 enum { LIM_CPU, LIM_MEM, LIM_PROCS, LIM_FSIZE, LIM_NOFILE, LIM_WALL, LIM_COUNT };
@@ -47,6 +49,7 @@ struct jr_config {
     unsigned long net_host;
     /* Per-tenant disk limits: auto, quota or volume (module_utils/jailyard/volume.py; jailrun only accepts it) */
     char disk_backend[JR_WORD_MAX + 1];
+    char ipc_path[JR_PATH_MAX];  /* issue 15: where <run_dir>/ipc is in every jail */
 };
 
 struct jr_mount {
@@ -77,6 +80,14 @@ struct jr_plan {
     /* A volume-backed tenant (optional "volume IMAGE MOUNTPOINT" line after admin, before the mounts):
      * 1 if the plan has one. Only the mount step acts on it. */
     int volume;
+    /* The default program (issue 15, optional "exec ARG" and "env NAME=VALUE" lines after the limits and
+     * the admin line, before the mounts, values percent-encoded): what `jailrun NAME` with no PROGRAM
+     * runs, and the environment it runs with: offsets of NUL-terminated strings in prog_buf (so a copy
+     * of the plan stays whole); n_prog 0 = no default program. */
+    size_t n_prog, n_prog_env, prog_used;
+    size_t prog[JR_MAX_PROG_ARGS];
+    size_t prog_env[JR_MAX_ENV];
+    char prog_buf[JR_PROG_BUF];
 };
 #define JR_ADMIN_COUNT 65536UL
 #define JR_ADMIN_ID_MAX 4294967294UL  /* (uid_t)-1 is no id */
@@ -96,7 +107,8 @@ struct jr_args {
     const char *user;   /* --user NAME|UID (admin tenants), NULL if not given */
     int help;
     const char *name;
-    char **argv;    /* PROGRAM ARGS..., NULL-terminated (points into the caller's argv) */
+    char **argv;    /* PROGRAM ARGS..., NULL-terminated (points into the caller's argv); NULL: none given,
+                     * run the plan's default program (issue 15) */
 };
 
 void jr_config_defaults(struct jr_config *cfg);

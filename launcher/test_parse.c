@@ -122,7 +122,7 @@ int main(void)
                        "cgroup_name = c-g_1\ndefault_cpu = 1\ndefault_mem = 2\ndefault_procs = 3\n"
                        "default_fsize = 4\ndefault_nofile = 5\ndefault_wall = 6\n"
                        "net_bridge = br1\nnet_pool4 = 10.1.0.0/16\nnet_pool6 = fd00::/64\nnet_dns = 10.1.0.1,fd00::1\n"
-                       "net_egress = route\nnet_host = 1\ndisk_backend = volume\n";
+                       "net_egress = route\nnet_host = 1\ndisk_backend = volume\nipc_path = /run/x\n";
     size_t n = 0;
     CHECK(jr_parse_config(full, strlen(full), &parsed, err, sizeof err) == 0 &&
               (n = jr_config_render(&parsed, text, sizeof text)) == strlen(full) && strcmp(text, full) == 0,
@@ -224,6 +224,43 @@ int main(void)
         CHECK(parse_plan_text(buf, &plan, err) < 0, "a volume line after the mounts is refused");
     }
 
+    /* issue 15: the default program, "exec" and "env" lines after the limits, before the mounts */
+    {
+        static char buf[8192];
+        const char *cut = strstr(PLAN, "mount /");
+        snprintf(buf, sizeof buf, "%.*sexec /usr/bin/python3\nexec -c\nexec print(%%22a%%20b%%25%%22)\nenv GREETING=hi%%20there\n%s",
+                 (int)(cut - PLAN), PLAN, cut);
+        int ok = parse_plan_text(buf, &plan, err) == 0;
+        CHECK(ok && plan.n_prog == 3 && plan.n_prog_env == 1 && strcmp(plan.prog_buf + plan.prog[0], "/usr/bin/python3") == 0 &&
+                  strcmp(plan.prog_buf + plan.prog[2], "print(\"a b%\")") == 0 &&
+                  strcmp(plan.prog_buf + plan.prog_env[0], "GREETING=hi there") == 0,
+              "exec and env lines are decoded in order");
+        CHECK(parse_plan_text(PLAN, &plan, err) == 0 && plan.n_prog == 0, "a plan without exec lines has no default program");
+        static const char *const bad[] = {
+            "env A=b\n",                 /* env before any exec */
+            "exec /bin/true\nenv 1A=b\n", /* a bad variable name */
+            "exec /bin/true\nenv A\n",    /* no '=' */
+            "exec a%2\n",                /* a short escape */
+            "exec a%zz\n",               /* not hex */
+            "exec a%2f\n",               /* lower-case hex */
+            "exec a%00b\n",              /* NUL */
+            "exec a b\n",                /* two fields */
+            "exec /bin/true\nenv A=1\nexec x\n", /* exec after env */
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            snprintf(buf, sizeof buf, "%.*s%s%s", (int)(cut - PLAN), PLAN, bad[i], cut);
+            CHECK(parse_plan_text(buf, &plan, err) < 0, bad[i]);
+        }
+        snprintf(buf, sizeof buf, "%sexec /bin/true\n", PLAN);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "an exec line after the mounts is refused");
+        /* 65 words: one more than JR_MAX_PROG_ARGS */
+        size_t o = (size_t)snprintf(buf, sizeof buf, "%.*s", (int)(cut - PLAN), PLAN);
+        for (int i = 0; i <= JR_MAX_PROG_ARGS; i++)
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "exec x\n");
+        snprintf(buf + o, sizeof buf - o, "%s", cut);
+        CHECK(parse_plan_text(buf, &plan, err) < 0, "more than JR_MAX_PROG_ARGS words are refused");
+    }
+
     /* command line */
     CHECK(args(&a, err, "alice", "--", "/bin/true", NULL) == 0 && strcmp(a.name, "alice") == 0 &&
               strcmp(a.argv[0], "/bin/true") == 0,
@@ -236,7 +273,10 @@ int main(void)
     CHECK(args(&a, err, "--env", "NOEQUALS", "alice", "true", NULL) < 0, "--env without '=' is refused");
     CHECK(args(&a, err, "--env", "BAD-NAME=x", "alice", "true", NULL) < 0, "--env with a bad name is refused");
     CHECK(args(&a, err, "--bogus", "alice", "true", NULL) < 0, "an unknown option is refused");
-    CHECK(args(&a, err, "alice", NULL) < 0, "a missing program is refused");
+    /* issue 15: no PROGRAM is the plan's default program; "--" with nothing after it is still refused */
+    CHECK(args(&a, err, "alice", NULL) == 0 && a.argv == NULL && strcmp(a.name, "alice") == 0,
+          "NAME alone asks for the default program");
+    CHECK(args(&a, err, "alice", "--", NULL) < 0, "'--' with no program after it is refused");
     CHECK(args(&a, err, "--help", NULL) == 0 && a.help, "--help");
 
     printf("%d passed, %d failed\n", checks - failures, failures);

@@ -139,10 +139,17 @@ options:
         type: raw
   program:
     description:
-      - The tenant's program, a command line whose first word is an absolute path inside the jail.
-      - Registry information, unless O(service) runs it. It is split into words as a POSIX shell would
-        (Python C(shlex.split)) but no shell runs it; write C(/bin/sh -c '...') for shell syntax.
-    type: str
+      - The tenant's program, a command line whose first word is an absolute path inside the jail, or a list of words
+        (an argv, taken as it is).
+      - C(jailrun NAME) with no program runs it, with O(environment) (its plan's C(exec) and C(env) lines), and so does
+        O(service). A command line is split into words as a POSIX shell would (Python C(shlex.split)) but no shell runs
+        it; write C(/bin/sh -c '...') for shell syntax.
+    type: raw
+  environment:
+    description:
+      - Variables of O(program)'s environment when C(jailrun NAME) runs it with no program given (C(--env) overrides
+        them); names V([A-Za-z_][A-Za-z0-9_]*). Stored in the spec only when set; unset keeps the jail's.
+    type: dict
   service:
     description:
       - Run O(program) as a service while the jail is V(mounted) (O(program) is then required), under the supervisor
@@ -275,7 +282,10 @@ options:
             type: raw
       program:
         description: As O(program).
-        type: str
+        type: raw
+      environment:
+        description: As O(environment).
+        type: dict
       service:
         description: As O(service).
         type: bool
@@ -407,7 +417,8 @@ ITEM_OPTIONS = {
     "hostname": {"type": "str"},
     "net": {"type": "raw"},
     "limits": {"type": "dict", "options": LIMITS},
-    "program": {"type": "str"},
+    "program": {"type": "raw"},
+    "environment": {"type": "dict"},
     "service": {"type": "bool"},
     "packages": {"type": "list", "elements": "str"},
     "admin": {"type": "bool"},

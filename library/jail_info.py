@@ -94,6 +94,9 @@ jails:
       service: true
       service_status: {running: true, state: running, failures: 1, starts: 2, last_exit: 137, session: 4242,
                        next_start: null, pid: 4240, program: [/usr/bin/python3, /home/alice/app.py]}
+      program: [/home/alice/progs/run.sh, --port, "8000"]
+      package: {name: alice, version: "1.2", hash: 5d41402abc4b2a76b9719d911017c592..., program: [/home/alice/progs/run.sh],
+                installed: "2026-12-01T17:00:00Z", result: ok, log: /var/lib/jailyard/tenants/alice/package/logs/20261201T170000Z-1.2.log}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -53,6 +53,7 @@ KEYS: dict[str, tuple[str, int, int, object]] = {
     # Per-tenant disk limits (volume.py): auto (project quotas where the filesystem enforces them,
     # else volumes), quota or volume. The launcher only accepts it; config.Config checks the word.
     "disk_backend": ("word", 0, 0, "auto"),
+    "ipc_path": ("path", 0, 0, "/run/ipc"),  # issue 15: the shared IPC directory in every jail
 }
 PATH_KEYS = tuple(k for k, entry in KEYS.items() if entry[0] == "path")
 DEFAULTS: dict = {k: entry[3] for k, entry in KEYS.items()}

@@ -46,6 +46,7 @@ class Config:
     net_egress: str = DEFAULTS["net_egress"]
     net_host: int = DEFAULTS["net_host"]
     disk_backend: str = DEFAULTS["disk_backend"]  # auto, quota or volume (volume.py)
+    ipc_path: Path = Path(DEFAULTS["ipc_path"])  # issue 15: where <run_dir>/ipc is in every jail
     path: Path | None = None
 
     def default_limits(self) -> dict[str, int]:

@@ -227,6 +227,9 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
             "root": root,
             "service": spec.service,
             "service_status": service_facts(cfg, name),
+            # Issue 15, the registry: what `jailrun NAME` runs, and the package installed (package.py's record), read from the spec.
+            "program": spec.program_argv(),
+            "package": spec.package or None,
         }
         if network.is_private(spec.net):
             record = network.read_record(cfg, name) or {}  # issue 17: its addresses while mounted

@@ -52,7 +52,7 @@ class MountEntry(Record):
 
 
 class MountPlan(Record):
-    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts", "admin", "volume")
+    _fields = ("name", "uid", "gid", "hostname", "home", "root", "image", "net", "limits", "mounts", "admin", "volume", "program", "env")
     __slots__ = _fields
     name: str
     uid: int
@@ -69,11 +69,16 @@ class MountPlan(Record):
     # mount step before the mounts (which bind from below MOUNTPOINT); "" for the others.
     volume: str
 
+    # Issue 15, the default program (`jailrun NAME` with no PROGRAM): its argv, () for none, and its
+    # environment ("NAME=VALUE" strings), in the plan as `exec` and `env` lines.
+    program: tuple[str, ...]
+    env: tuple[str, ...]
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         if len(args) < len(self._fields):
-            if len(args) < len(self._fields) - 1:
-                kwargs.setdefault("admin", 0)
-            kwargs.setdefault("volume", "")
+            for key, default in (("admin", 0), ("volume", ""), ("program", ()), ("env", ())):
+                if len(args) <= self._fields.index(key):
+                    kwargs.setdefault(key, default)
         super().__init__(*args, **kwargs)
 
     def render(self) -> str:
@@ -96,6 +101,9 @@ class MountPlan(Record):
         # A volume-backed tenant: an optional line after admin, before the mounts (docs/contracts.md).
         if self.volume:
             lines.append(f"volume {self.volume}")
+        # Issue 15: the default program, after the admin line, before the mounts; only when set.
+        lines += [f"exec {plan_quote(word)}" for word in self.program]
+        lines += [f"env {plan_quote(kv)}" for kv in self.env if self.program]
         lines += [m.render() for m in self.mounts]
         return "\n".join(lines) + "\n"
 
@@ -109,6 +117,31 @@ def plan_value(key: str, value: float) -> int:
     return round(value * 1000) if key == "cpu_rate" else int(value)
 
 
+# Issue 15: `exec` and `env` values are percent-encoded (%XX, upper-case hex) for every byte of their
+# UTF-8 that is not printable ASCII other than space, and for "%"; the launcher decodes them.
+_PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
+
+
+def plan_quote(text: str) -> str:
+    return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in text.encode())
+
+
+def plan_unquote(text: str, origin: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "%":
+            digits = text[i + 1 : i + 3]
+            if len(digits) != 2 or not all(c in "0123456789ABCDEF" for c in digits) or digits == "00":
+                raise JailError(f"{origin}: bad percent-encoding in {text!r}")
+            out.append(int(digits, 16))
+            i += 3
+        else:
+            out += text[i].encode()
+            i += 1
+    return out.decode(errors="surrogateescape")
+
+
 def host_target(root: str | Path, target: str) -> str:
     return str(root) if target == "/" else f"{root}{target}"
 
@@ -118,6 +151,8 @@ def parse_plan(text: str, origin: str) -> MountPlan:
     fields: dict[str, str] = {}
     limits: dict[str, int] = {}
     mounts: list[MountEntry] = []
+    program: list[str] = []
+    env: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split(" ")
         key = parts[0]
@@ -131,6 +166,10 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             fields["admin"] = parts[1]
         elif key == "volume" and len(parts) == 3 and not mounts and "volume" not in fields:
             fields["volume"] = f"{parts[1]} {parts[2]}"
+        elif key == "exec" and len(parts) == 2 and parts[1] and not mounts and not env:
+            program.append(plan_unquote(parts[1], f"{origin}:{lineno}"))
+        elif key == "env" and len(parts) == 2 and "=" in parts[1][1:] and program and not mounts:
+            env.append(plan_unquote(parts[1], f"{origin}:{lineno}"))
         elif len(parts) == 2 and key in ("version", "name", "uid", "gid", "hostname", "home", "root", "image", "net"):
             fields[key] = parts[1]
         else:
@@ -151,6 +190,8 @@ def parse_plan(text: str, origin: str) -> MountPlan:
             mounts=tuple(mounts),
             admin=int(fields.get("admin", "0")),
             volume=fields.get("volume", ""),
+            program=tuple(program),
+            env=tuple(env),
         )
     except (KeyError, ValueError) as exc:
         raise JailError(f"{origin}: incomplete plan ({exc})") from exc

@@ -14,8 +14,15 @@ from typing import Any
 from . import network
 from .config import Config
 from .errors import JailError
-from .plan import LIMIT_KEYS, NAME_PATTERN, RESOURCE_KEYS, MountEntry, MountPlan, is_valid_name
+from .plan import LIMIT_KEYS, NAME_PATTERN, RESOURCE_KEYS, MountEntry, MountPlan, is_valid_name, plan_quote
 
+# Issue 15: the launcher's bounds of a default program (launcher/parse.h JR_MAX_PROG_ARGS,
+# JR_MAX_ENV, JR_PROG_BUF less room for the NULs it adds).
+PROGRAM_WORDS = 64
+PROGRAM_ENV = 128
+PROGRAM_BYTES = 16000
+PROGRAM_LINE = 3000  # a plan line is at most 3071 bytes (parse.c); a word percent-encoded
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 LAYOUTS = ("bind", "overlay")
 SPEC_VERSION = 1
@@ -39,7 +46,7 @@ class TenantSpec:
     # False (none), True (host) or, issue 17, {"mode": "private", ...} (network.normalize_net)
     net: bool | dict[str, Any] = False
     limits: dict[str, int] = dataclasses.field(default_factory=dict)
-    program: str | None = None
+    program: str | list[str] | None = None
     packages: list[str] = dataclasses.field(default_factory=list)
     version: int = SPEC_VERSION
     # Run `program` as a supervised service while mounted (service.py). Left out of tenant.json
@@ -54,6 +61,13 @@ class TenantSpec:
     # <tenants>/<name>/vol. Decided at create (planner: limits.disk or inodes without project quotas,
     # or disk_backend = volume); left out of tenant.json when false.
     volume: bool = False
+    # Issue 15: the default program's environment (`jailrun NAME` with no PROGRAM runs `program` with
+    # it, before any --env). Left out of tenant.json when empty. `program` may be a command line
+    # (split as a POSIX shell splits words) or an argv (a list of words, taken as it is).
+    environment: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Issue 15, the registry: the tenant package installed here (package.py, REGISTRY_KEYS: name,
+    # version, hash, installed, result, log). Written by package installs only; left out when empty.
+    package: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(
@@ -71,6 +85,8 @@ class TenantSpec:
         packages: object = None,
         service: object = None,
         admin: object = None,
+        environment: object = None,
+        package: object = None,
     ) -> TenantSpec:
         """Validate user input (module arguments, CLI flags) into a spec; limits default from cfg."""
         name = check_name(name)
@@ -108,6 +124,8 @@ class TenantSpec:
             packages=list(packages or []),  # type: ignore[call-overload]
             service=False if service is None else service,  # type: ignore[arg-type]
             admin=False if admin is None else admin,  # type: ignore[arg-type]
+            environment={} if environment is None else environment,  # type: ignore[arg-type]
+            package={} if package is None else package,  # type: ignore[arg-type]
         )
         if spec.admin is True:
             from .idmap import range_base
@@ -128,8 +146,10 @@ class TenantSpec:
             raise JailError(f"invalid hostname {self.hostname!r} for {self.name}: expected a DNS label")
         if not isinstance(self.image, str) or not re.match(r"^(current|[0-9a-f]{8,64})$", self.image):
             raise JailError(f"invalid image {self.image!r} for {self.name}: expected 'current' or an image id")
-        if self.program is not None and not isinstance(self.program, str):
-            raise JailError(f"invalid program {self.program!r} for {self.name}: expected a string")
+        self.program_argv()
+        self._validate_environment()
+        if not isinstance(self.package, dict):
+            raise JailError(f"invalid package record {self.package!r} for {self.name}: expected a mapping")
         if not isinstance(self.service, bool):
             raise JailError(f"invalid service {self.service!r} for {self.name}: expected true or false")
         if self.service:
@@ -157,14 +177,56 @@ class TenantSpec:
         if self.admin_ids != range_base(cfg.uid_min, self.uid):
             raise JailError(f"admin_ids {self.admin_ids} of {self.name} is not the range of uid {self.uid}")
 
+    def program_argv(self) -> list[str]:
+        """`program` as an argv (issue 15): a list as it is, a string split as a POSIX shell would
+        (shlex.split, no shell runs it); [] for none. Words are non-empty, without NUL, at most
+        PROGRAM_WORDS of them (the launcher's bound)."""
+        if self.program is None:
+            return []
+        if isinstance(self.program, list):
+            argv = self.program
+        elif isinstance(self.program, str):
+            try:
+                argv = shlex.split(self.program)
+            except ValueError as exc:
+                raise JailError(f"invalid program {self.program!r} for {self.name}: {exc}") from exc
+        else:
+            raise JailError(f"invalid program {self.program!r} for {self.name}: expected a command line or a list of words")
+        if len(argv) > PROGRAM_WORDS or not all(
+            isinstance(w, str) and w and "\0" not in w and len(plan_quote(w)) <= PROGRAM_LINE for w in argv
+        ):
+            raise JailError(
+                f"invalid program {self.program!r} for {self.name}: expected 1 to {PROGRAM_WORDS} non-empty words without NUL, "
+                f"each at most {PROGRAM_LINE} bytes as the plan writes it"
+            )
+        return list(argv)
+
+    def _validate_environment(self) -> None:
+        env = self.environment
+        if not isinstance(env, dict) or len(env) > PROGRAM_ENV:
+            raise JailError(f"invalid environment {env!r} for {self.name}: expected a mapping of at most {PROGRAM_ENV} variables")
+        for key, value in env.items():
+            if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
+                raise JailError(f"invalid environment variable name {key!r} for {self.name}: expected [A-Za-z_][A-Za-z0-9_]*")
+            if not isinstance(value, str) or "\0" in value or len(plan_quote(f"{key}={value}")) > PROGRAM_LINE:
+                raise JailError(
+                    f"invalid value of environment variable {key} for {self.name}: "
+                    f"expected a string without NUL, at most {PROGRAM_LINE} bytes as the plan writes it"
+                )
+        if env and self.program is None:
+            raise JailError(f"environment of {self.name} is for its program, but it has none; set program")
+        size = sum(len(w.encode()) + 1 for w in self.program_argv()) + sum(len(f"{k}={v}".encode()) + 1 for k, v in env.items())
+        if size > PROGRAM_BYTES:
+            raise JailError(f"program and environment of {self.name} take {size} bytes, more than the launcher's {PROGRAM_BYTES}")
+
+    def program_env(self) -> tuple[str, ...]:
+        return tuple(f"{key}={self.environment[key]}" for key in sorted(self.environment))
+
     def service_argv(self) -> list[str]:
-        """The service's command line: `program` split as a POSIX shell would (shlex.split), no shell run.
+        """The service's command line: `program_argv()`, no shell run.
 
         Refused unless it names an absolute path inside the jail (the launcher runs it there, no PATH search)."""
-        try:
-            argv = shlex.split(self.program or "")
-        except ValueError as exc:
-            raise JailError(f"invalid program {self.program!r} for {self.name}: {exc}") from exc
+        argv = self.program_argv()
         if not argv:
             raise JailError(f"jail {self.name} has service: true but no program to run; set program (an absolute path inside the jail)")
         if not argv[0].startswith("/"):
@@ -210,6 +272,8 @@ class TenantSpec:
             mounts=mounts,
             admin=self.admin_ids if self.admin else 0,
             volume=f"{cfg.tenants_dir}/{self.name}/volume.img {cfg.tenants_dir}/{self.name}/vol" if self.volume else "",
+            program=tuple(self.program_argv()),
+            env=self.program_env(),
         )
 
     def passwd(self) -> str:
@@ -233,6 +297,10 @@ class TenantSpec:
             del data["admin"], data["admin_ids"]
         if not self.volume:
             del data["volume"]
+        if not self.environment:
+            del data["environment"]  # issue 15: as `service`, left out unless set
+        if not self.package:
+            del data["package"]
         return data
 
     def to_json(self) -> str:

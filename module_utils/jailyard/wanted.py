@@ -15,7 +15,21 @@ from .observe import Observed
 from .spec import TenantSpec, check_name
 
 STATES = ("present", "mounted", "unmounted", "absent")
-SPEC_KEYS = ("uid", "gid", "layout", "image", "hostname", "net", "limits", "program", "packages", "service", "admin")
+SPEC_KEYS = (
+    "uid",
+    "gid",
+    "layout",
+    "image",
+    "hostname",
+    "net",
+    "limits",
+    "program",
+    "packages",
+    "service",
+    "admin",
+    "environment",
+    "package",
+)
 # How each interface spells the options its errors point to (jailctl passes its own).
 MODULE_FLAGS = {"force": "force=true", "purge": "purge=true", "shared_gid": "shared_gid=true"}
 

@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ROLES = ("jail_launcher", "jail_expiry", "jail_tenants", "jail_cluster", "jail_storage")
+ROLES = ("jail_launcher", "jail_expiry", "jail_tenants", "jail_cluster", "jail_storage", "jail_packages")
 
 
 def tool(name: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ORDER = ("jail_base_image", "jail_launcher", "jail_expiry", "jail_tenants", "jail_cluster", "jail_storage")
+ORDER = ("jail_base_image", "jail_launcher", "jail_expiry", "jail_tenants", "jail_cluster", "jail_storage", "jail_packages")
 
 HEADER = """\
 # Role variables

@@ -200,6 +200,7 @@ def test_built_in_defaults_agree_c_python_and_role(build: Path) -> None:
         "net_egress": role["jail_launcher_net_egress"],
         "net_host": int(role["jail_launcher_net_host"]),
         "disk_backend": role["jail_launcher_disk_backend"],
+        "ipc_path": role["jail_launcher_ipc_path"],  # issue 15
     }
     assert from_role == DEFAULTS
 

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-MODULES = ("jail", "jail_info", "jail_image")
+MODULES = ("jail", "jail_info", "jail_image", "jail_package")
 
 
 def tool(name: str) -> str:

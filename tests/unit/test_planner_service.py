@@ -103,7 +103,9 @@ def test_a_running_service_is_left_alone_second_converge_changes_nothing() -> No
 
 def test_turning_service_on_for_a_mounted_jail_writes_the_spec_then_starts() -> None:
     obs = observed("mounted")
-    assert [k for k, _ in steps(obs, want_service("mounted"))] == ["write-file", "start-service"]
+    # The plan too: it carries the program (issue 15, its `exec` lines).
+    assert steps(obs, want_service("mounted"))[:2] == [("write-file", "write alice/plan"), ("write-file", "write alice/tenant.json")]
+    assert [k for k, _ in steps(obs, want_service("mounted"))] == ["write-file", "write-file", "start-service"]
 
 
 def test_service_false_stops_a_running_service_first() -> None:

@@ -227,7 +227,7 @@ def test_json_text_is_byte_identical_to_json_dumps_with_indent_and_sorted_keys(v
 def test_spec_to_dict_is_a_copy_and_equals_dataclasses_asdict():
     spec = TenantSpec(name="lab1", uid=10010, gid=10010, limits={"mem": 5}, packages=["gcc"], service=True, program="/bin/x")
     data = spec.to_dict()
-    omitted = {"admin", "admin_ids", "volume"}  # left out of tenant.json for plain tenants (volume: without one)
+    omitted = {"admin", "admin_ids", "volume", "environment", "package"}  # left out of tenant.json unless set
     assert data == {k: v for k, v in dataclasses.asdict(spec).items() if k not in omitted}
     data["limits"]["mem"] = 6
     data["packages"].append("make")
