@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, registry, service
+from . import lease, leftovers, registry, service
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -125,6 +125,9 @@ def _publish(run: _Run, step: Step) -> None:
 def _mount(run: _Run, step: Step) -> None:
     if step.plan is None:
         raise JailError(f"internal error: a mount step of {run.name} without its plan")
+    leases = lease.settings_for(run.cfg.path)
+    if leases is not None:
+        lease.acquire(run.cfg.tenants_dir, run.name, leases)  # LeaseHeld: another node has it; nothing mounted
     mount_jail(run.cfg, step.plan)
     touch_lastuse(run.cfg, run.name)
 
@@ -144,6 +147,9 @@ def _end_sessions(run: _Run, step: Step) -> None:
 
 def _unmount(run: _Run, step: Step) -> None:
     unmount_jail(step.path, step.hint, detach=step.detach)
+    leases = lease.settings_for(run.cfg.path)
+    if leases is not None:
+        lease.release(run.cfg.tenants_dir, run.name, leases)
 
 
 def _remove_cgroups(run: _Run, step: Step) -> None:
