@@ -40,6 +40,8 @@ class _Run:
 def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
     """Do the steps in order (the caller holds the tenant's lock, as `lock`)."""
     run = _Run(cfg, name, lock)
+    if any(step.kind == "remove-tenant-dir" for step in steps):
+        _refuse_purge_of_a_tenant_held_elsewhere(cfg, name)
     try:
         for step in steps:
             try:
@@ -57,6 +59,14 @@ def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
             if run.reserved is not None:
                 registry.release_uid(cfg, run.reserved, name)
         raise
+
+
+def _refuse_purge_of_a_tenant_held_elsewhere(cfg: Config, name: str) -> None:
+    """A purge deletes the tenant's files on the shared storage: never while another node runs it."""
+    leases = lease.settings_for(cfg.path)
+    held = lease.holder(cfg.tenants_dir, name) if leases is not None else None
+    if held is not None and held[0] != leases.node:  # type: ignore[union-attr]
+        raise lease.LeaseHeld(name, *held)
 
 
 def _take_uid(run: _Run, step: Step) -> None:

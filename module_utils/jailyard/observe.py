@@ -22,7 +22,7 @@ from .sessions import live_sessions
 from .spec import TenantSpec
 
 # What a tenant dir holds: directories, then files, as the planner makes them.
-TENANT_DIRS = ("home", "etc", "tmp", "upper", "work")
+TENANT_DIRS = ("home", "etc", "tmp", "upper", "work", "lease")  # lease: a cluster's (lease.py)
 TENANT_FILES = ("etc/passwd", "etc/group", "plan", "tenant.json")
 
 

@@ -248,7 +248,7 @@ def _tenant_dir_removal(cfg: Config, obs: Observed, purge: bool) -> list[Step]:
     kept = ("plan", "tenant.json", "etc")
     steps = [Step("remove", f"remove {obs.name}/{rel}", path=rel, where="tenant") for rel in kept if obs.entries.get(rel)]
     if purge:
-        data = ("home", "tmp", "upper", "work")
+        data = ("home", "tmp", "upper", "work", "lease")
         steps += [Step("remove", f"purge {obs.name}/{rel}", path=rel, where="tenant") for rel in data if obs.entries.get(rel)]
         steps.append(Step("remove-tenant-dir", f"remove {cfg.tenant_dir(obs.name)}"))
     return steps

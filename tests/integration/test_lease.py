@@ -291,6 +291,22 @@ def test_expiry_renews_the_lease_of_a_mounted_jail_and_releases_it_when_it_unmou
     n2.call(do_converge, {"name": "carol", "state": "unmounted"})
 
 
+def test_a_purge_on_another_node_is_refused_while_the_tenant_runs_and_nothing_is_lost(cluster) -> None:
+    """Reproduction: n2 purges frank while n1 has it mounted: refused before any step,
+    naming n1; frank's files and mounts on n1 are untouched. Once n1 lets go, n2 may purge."""
+    n1, n2, tenants = cluster
+    n1.call(do_converge, {"name": "frank", "uid": 10006, "state": "mounted"})
+    n1.call(write, "frank", "home/frank/keep", "mine")
+    with pytest.raises(NodeError) as held:
+        n2.call(do_converge, {"name": "frank", "state": "absent", "purge": True})
+    assert "tenant 'frank' is active on node n1 " in held.value.msg, held.value.msg
+    assert n1.call(mounted, "frank") and n1.call(read, "frank", "home/frank/keep") == "mine"
+    assert (tenants / "frank" / "home" / "frank" / "keep").read_text() == "mine"
+    n1.call(do_converge, {"name": "frank", "state": "unmounted"})
+    n2.call(do_converge, {"name": "frank", "state": "absent", "purge": True})
+    assert not (tenants / "frank").exists()
+
+
 def test_no_cluster_conf_means_no_lease(tmp_path: Path, image_store: Path, mount_guard: None) -> None:
     """One node (no cluster.conf, or lease_ttl 0): mounting writes no lease."""
     cfg = make_config(tmp_path, image_store)
