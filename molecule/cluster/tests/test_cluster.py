@@ -41,9 +41,14 @@ def ok(name: str, cmd: str) -> str:
     return out.stdout
 
 
+# Plain output: molecule's environment asks for colour and YAML results, which wrap long messages.
+PLAIN = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+
+
 def playbook(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     cmd = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    env = {**os.environ, **PLAIN}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:
@@ -119,7 +124,7 @@ def test_a_disagreeing_inventory_is_refused_before_any_node_changes():
     finally:
         os.unlink(fh.name)
     assert out.returncode != 0, out.stdout
-    assert "jail hosts disagree on jail_launcher_uid_max" in out.stdout, out.stdout[-3000:]
+    assert "jail hosts disagree on jail_launcher_uid_max" in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-2000:]
     counts = recap(out.stdout)
     assert set(counts) >= set(NODES) and all(counts[name]["changed"] == 0 for name in NODES), counts
     assert "Provision jail hosts" not in out.stdout
@@ -137,7 +142,7 @@ def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary_and_image():
         "install -m 4755 /tmp/jailrun.old /usr/local/sbin/jailrun && rm /tmp/jailrun.old",
     )
     old_exe = ok(C3, "stat -c %i /usr/local/sbin/jailrun").strip()
-    ok(C3, f"setsid -f sh -c '{JAILRUN} demo -- sleep 600 >/dev/null 2>&1'")
+    ok(C3, "setsid -f sh -c '/usr/local/sbin/jailrun demo -- sleep 600 >/dev/null 2>&1'")
     pid = wait_for(lambda: run(C3, "pgrep -o -x jailrun").stdout.strip(), 30)
     sleeper = wait_for(lambda: run(C3, "pgrep -n -x sleep").stdout.strip(), 30)
     assert pid and sleeper, "the session did not start on c3"
@@ -162,9 +167,9 @@ def test_a_node_killed_in_the_middle_of_a_converge_loses_no_tenant_data_and_its_
     # c2 runs demo (a live session, demo mounted, c2 holds the lease) and writes a file;
     # then c2 dies in the middle of a converge of the whole cluster.
     ok(C2, f"{JAILRUN} demo -- sh -c 'echo written-before-the-crash > /home/demo/crash'")
-    ok(C2, f"setsid -f sh -c '{JAILRUN} demo -- sleep 600 >/dev/null 2>&1'")
+    ok(C2, "setsid -f sh -c '/usr/local/sbin/jailrun demo -- sleep 600 >/dev/null 2>&1'")
     cmd = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], CONVERGE]
-    converge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    converge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAIN})
     lines = []
     for line in converge.stdout:
         lines.append(line)
