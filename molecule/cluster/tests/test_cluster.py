@@ -131,11 +131,14 @@ def test_a_disagreeing_inventory_is_refused_before_any_node_changes():
     assert {name: ok(name, "md5sum /etc/jailyard/jailyard.conf /etc/jailyard/cluster.conf") for name in NODES} == before
 
 
-def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary_and_image():
+def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary():
     # c3 runs an older launcher (the built one with a byte appended: another file, as an
     # older version is) and a session on it; playbooks/upgrade.yml installs the current
-    # launcher and a new image (another /etc/hosts: a new recipe) node by node. The
-    # session lives on, on the binary and the image it started with; new launches get both new.
+    # launcher node by node. The session lives on, on the binary it started from (and on
+    # its jail's tree: a mounted jail keeps its image, test_lifecycle.py::
+    # test_new_current_image_applies_at_next_mount_only); new launches
+    # run the new binary. (The image part of the upgrade runs too, with nothing to change:
+    # a new image here would cost a debootstrap and three copies of it in CI.)
     ok(
         C3,
         "cp /usr/local/sbin/jailrun /tmp/jailrun.old && printf '\\0' >> /tmp/jailrun.old && "
@@ -147,19 +150,17 @@ def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary_and_image():
     sleeper = wait_for(lambda: run(C3, "pgrep -n -x sleep").stdout.strip(), 30)
     assert pid and sleeper, "the session did not start on c3"
     assert ok(C3, f"stat -L -c %i /proc/{pid}/exe").strip() == old_exe
-    hosts = '["10.9.9.9 upgraded"]'
-    out = playbook("--extra-vars", json.dumps({"jail_base_image_hosts": json.loads(hosts), "jail_base_image_gc": False}), UPGRADE)
-    assert out.returncode == 0, out.stdout[-4000:]
+    out = playbook(UPGRADE)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     counts = recap(out.stdout)
     assert all(counts[name]["failed"] == 0 and counts[name]["unreachable"] == 0 for name in NODES), counts
     assert out.stdout.count("PLAY [Upgrade the jail hosts one at a time]") == 3  # serial: 1, one batch per node
+    assert counts[C3]["changed"] >= 1  # the launcher
     assert run(C3, f"kill -0 {pid} && kill -0 {sleeper}").rc == 0, "the upgrade ended the live session"
     assert ok(C3, f"stat -L -c %i /proc/{pid}/exe").strip() == old_exe
+    assert "(deleted)" in ok(C3, f"readlink /proc/{pid}/exe")
     assert ok(C3, "stat -c %i /usr/local/sbin/jailrun").strip() != old_exe
-    assert "upgraded" not in ok(C3, f"cat /proc/{sleeper}/root/etc/hosts")
-    assert "10.9.9.9 upgraded" in ok(C3, f"{JAILRUN} demo2 -- cat /etc/hosts")
-    ids = {name: ok(name, "readlink /var/lib/jailyard/images/current").strip() for name in NODES}
-    assert len(set(ids.values())) == 1, ids
+    assert ok(C3, f"{JAILRUN} demo2 -- id -u") == "10002\n"  # the new launcher launches
     ok(C3, "jailctl unmount --force demo && jailctl unmount demo2")
 
 
