@@ -8,7 +8,7 @@ the script itself is compiled on every run and stays a few lines).
 Every cold launch starts a fresh interpreter for this, so its start-up is part
 of the launch latency. The common case (the jail has a plan and the image it
 names is still current) imports only the light modules (conffile, plan, mount,
-kernel, safefs, sessions, and lock when the caller does not hold it: no os,
+kernel, safefs, sessions, lease, and lock when the caller does not hold it: no os,
 ctypes, types, dataclasses, pathlib, re or json; tests/integration/test_kernel.py
 holds that list) and mounts straight from the plan file. Anything else (no plan
 yet, a new current image to switch to) goes through lifecycle.mount_tenant, the
@@ -23,6 +23,7 @@ import syslog
 
 from jailyard.conffile import ConfValues
 from jailyard.errors import JailError
+from jailyard.lease import acquire, settings_for
 from jailyard.mount import mount_jail, mount_state
 from jailyard.plan import NAME_PATTERN, is_valid_name, parse_plan
 from jailyard.sessions import touch_lastuse
@@ -87,6 +88,9 @@ def mount_step(cfg: ConfValues, config: str, name: str) -> list[str]:
             current = None
         if current != plan.image:
             return _full_mount_step(config, name)
+    leases = settings_for(config)
+    if leases is not None:
+        acquire(cfg.tenants_dir, name, leases)  # another node holds it: refused, one line naming it
     done = mount_jail(cfg, plan, state)
     touch_lastuse(cfg, name)
     return [f"mount {name}: {' '.join(done)}"]

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, network, quota, registry, service, volume
+from . import lease, leftovers, network, quota, registry, service, volume
 from .config import Config
 from .control import kill_sessions
 from .errors import JailError
@@ -43,6 +43,8 @@ def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
     for step in steps:
         if step.kind == "net-up":
             network.preflight(cfg, name, step.net["net"])  # issue 17: refused before anything changes
+    if any(step.kind == "remove-tenant-dir" for step in steps):
+        _refuse_purge_of_a_tenant_held_elsewhere(cfg, name)
     try:
         for step in steps:
             try:
@@ -60,6 +62,14 @@ def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
             if run.reserved is not None:
                 registry.release_uid(cfg, run.reserved, name)
         raise
+
+
+def _refuse_purge_of_a_tenant_held_elsewhere(cfg: Config, name: str) -> None:
+    """A purge deletes the tenant's files on the shared storage: never while another node runs it."""
+    leases = lease.settings_for(cfg.path)
+    held = lease.holder(cfg.tenants_dir, name) if leases is not None else None
+    if held is not None and held[0] != leases.node:  # type: ignore[union-attr]
+        raise lease.LeaseHeld(name, *held)
 
 
 def _take_uid(run: _Run, step: Step) -> None:
@@ -152,6 +162,9 @@ def _publish(run: _Run, step: Step) -> None:
 def _mount(run: _Run, step: Step) -> None:
     if step.plan is None:
         raise JailError(f"internal error: a mount step of {run.name} without its plan")
+    leases = lease.settings_for(run.cfg.path)
+    if leases is not None:
+        lease.acquire(run.cfg.tenants_dir, run.name, leases)  # LeaseHeld: another node has it; nothing mounted
     mount_jail(run.cfg, step.plan)
     touch_lastuse(run.cfg, run.name)
 
@@ -171,6 +184,9 @@ def _end_sessions(run: _Run, step: Step) -> None:
 
 def _unmount(run: _Run, step: Step) -> None:
     unmount_jail(step.path, step.hint, detach=step.detach)
+    leases = lease.settings_for(run.cfg.path)
+    if leases is not None:
+        lease.release(run.cfg.tenants_dir, run.name, leases)
 
 
 def _remove_cgroups(run: _Run, step: Step) -> None:

@@ -17,6 +17,9 @@ import time
 from .config import Config
 from .errors import JailError
 from .kernel import is_mount_root
+from .lease import release as release_lease
+from .lease import renew as renew_lease
+from .lease import settings_for
 from .leftovers import rmdir_cgroup
 from .lock import tenant_lock
 from .mount import detach_jail
@@ -25,6 +28,10 @@ from .mounttable import jail_mounts
 from .plan import is_valid_name
 from .service import service_running
 from .sessions import last_use_ns, live_sessions, tenants_with_session_records, touch_lastuse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .lease import Settings as LeaseSettings
 
 
 @dataclasses.dataclass
@@ -37,6 +44,8 @@ class ExpiryReport:
     kept_busy: list[str] = dataclasses.field(default_factory=list)
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
     stale_cgroups: list[str] = dataclasses.field(default_factory=list)
+    leases_renewed: list[str] = dataclasses.field(default_factory=list)
+    leases_lost: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
@@ -84,7 +93,8 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     if previous is None:
         report.kept_in_use = names
         names = []
-    step = _Step(cfg, previous or 0, started_ns, with_sessions, with_services, by_jail, frozenset(partial))
+    leases = settings_for(cfg.path)
+    step = _Step(cfg, previous or 0, started_ns, with_sessions, with_services, by_jail, frozenset(partial), leases)
     outcomes = _run_steps(step, names, THREADS if len(names) >= THREADS_FROM else 1)
     for name in names:
         kind, error = outcomes[name]
@@ -92,6 +102,8 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
             report.errors[name] = error
         else:
             getattr(report, kind).append(name)
+    if leases is not None:
+        _renew_leases(cfg, leases, [n for n in sorted(mounted + partial) if n not in report.unmounted], report)
     ended = step.ended
     report.stale_cgroups = remove_session_cgroups(cfg, ended)
     os.rename(pending, stamp)
@@ -120,8 +132,9 @@ class _Step:
         with_services: frozenset[str],
         by_jail: dict[str, list[MountInfo]],
         partial: frozenset[str],
+        leases: LeaseSettings | None = None,
     ) -> None:
-        self.cfg, self.previous, self.started_ns = cfg, previous, started_ns
+        self.cfg, self.previous, self.started_ns, self.leases = cfg, previous, started_ns, leases
         self.with_sessions, self.with_services, self.by_jail, self.partial = with_sessions, with_services, by_jail, partial
         self.jails, self.sessions, self.services = str(cfg.jails_dir), f"{cfg.run_dir}/sessions", f"{cfg.run_dir}/services"
         self.ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
@@ -154,6 +167,8 @@ class _Step:
                     tear_down(cfg, name, release_static=False)
             except JailError as exc:
                 return "error", str(exc)
+            if self.leases is not None:
+                release_lease(cfg.tenants_dir, name, self.leases)  # under the lock: no mount of it meanwhile
             return "unmounted", ""
 
 
@@ -222,6 +237,21 @@ def _is_jailrun(pid: int) -> bool:
         return False
 
 
+def _renew_leases(cfg: Config, leases: LeaseSettings, names: list[str], report: ExpiryReport) -> None:
+    """Renew this node's lease of every jail still mounted here (docs/cluster.md), each under
+    its lock; one whose lock is taken is being mounted or changed, and that renews it. A jail
+    mounted here whose lease is not this node's (it ran out and another node took it) is
+    reported in leases_lost and logged: its sessions here are not ended."""
+    for name in names:
+        with tenant_lock(cfg, name, exclusive=True, wait=False) as locked:
+            if not locked:
+                continue
+            if renew_lease(cfg.tenants_dir, name, leases):
+                report.leases_renewed.append(name)
+            else:
+                report.leases_lost.append(name)
+
+
 def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:
     """Jails whose root is mounted, and jails with only pieces mounted (root gone, home left)."""
     mounted, partial = [], []
@@ -266,6 +296,8 @@ def _log(report: ExpiryReport) -> None:
         syslog.syslog(syslog.LOG_INFO, f"unmounted idle jail {name}")
     for name, err in report.errors.items():
         syslog.syslog(syslog.LOG_WARNING, f"could not unmount jail {name}: {err}")
+    for name in report.leases_lost:
+        syslog.syslog(syslog.LOG_WARNING, f"jail {name} is mounted here but its lease is another node's (or released)")
     for path in report.stale_cgroups:
         syslog.syslog(syslog.LOG_INFO, f"removed the cgroup of a killed session: {path}")
     syslog.closelog()

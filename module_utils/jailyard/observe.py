@@ -23,7 +23,7 @@ from .sessions import live_sessions
 from .spec import TenantSpec
 
 # What a tenant dir holds: directories, then files, as the planner makes them.
-TENANT_DIRS = ("home", "etc", "tmp", "upper", "work", "package")  # package: issue 15, package.py's manifest and logs
+TENANT_DIRS = ("home", "etc", "tmp", "upper", "work", "package", "lease")  # package: package.py's; lease: a cluster's (lease.py)
 TENANT_FILES = ("etc/passwd", "etc/group", "etc/resolv.conf", "plan", "tenant.json")
 
 

@@ -428,7 +428,7 @@ def _tenant_dir_removal(cfg: Config, obs: Observed, purge: bool) -> list[Step]:
     kept = ("plan", "tenant.json", "etc")
     steps = [Step("remove", f"remove {obs.name}/{rel}", path=rel, where="tenant") for rel in kept if obs.entries.get(rel)]
     if purge:
-        data = ("home", "tmp", "upper", "work", "package")  # package: issue 15's manifest and install logs
+        data = ("home", "tmp", "upper", "work", "package", "lease")  # package.py's manifest and logs; lease.py's
         steps += [Step("remove", f"purge {obs.name}/{rel}", path=rel, where="tenant") for rel in data if obs.entries.get(rel)]
         if obs.volume is not None:
             steps.append(Step("remove-volume", f"purge {obs.name}/volume.img", path="volume.img", where="tenant"))
