@@ -120,9 +120,16 @@ def test_jailctl_lists_the_declared_tenants(host):
     run = host.run("jailctl --json list")
     assert run.rc == 0, ran(run)
     tenants = {t["name"]: t for t in json.loads(run.stdout)}
-    assert set(tenants) == {"demo", "demo2"}
+    assert set(tenants) == {"demo", "demo2", "hello"}  # hello: the example package (jail_packages_list)
     assert (tenants["demo"]["uid"], tenants["demo"]["layout"]) == (10001, "bind")
     assert (tenants["demo2"]["uid"], tenants["demo2"]["layout"]) == (10002, "overlay")
+    assert (tenants["hello"]["package"]["name"], tenants["hello"]["package"]["result"]) == ("hello", "ok")
+
+
+def test_the_example_package_runs_as_its_default_program(host):
+    run = host.run(f"{JAILRUN} hello")
+    assert run.rc == 0, ran(run)
+    assert run.stdout.startswith("hello from a jailyard package: I am hello in hello"), run.stdout
 
 
 def test_every_launch_and_refusal_is_in_the_audit_log(host):
