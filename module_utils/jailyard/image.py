@@ -51,9 +51,17 @@ def resolve_image(cfg: Any, image: str) -> str:
 def image_rootfs(cfg: Any, image_id: str) -> Path:
     """The tree jails mount. Images are plain directories (measured: see the role's README), so
     there is nothing to mount first; jails bind it read-only, nosuid, nodev."""
-    if not LOOKUP_RE.match(image_id):
-        raise JailError(f"invalid image id {image_id!r}: expected lowercase hex digits")
-    return Path(cfg.images_dir) / image_id / "rootfs"
+    key = (str(cfg.images_dir), image_id)
+    rootfs = _ROOTFS.get(key)
+    if rootfs is None:
+        if not LOOKUP_RE.match(image_id):
+            raise JailError(f"invalid image id {image_id!r}: expected lowercase hex digits")
+        rootfs = _ROOTFS[key] = Path(key[0]) / image_id / "rootfs"
+    return rootfs
+
+
+# image_rootfs by (images dir, id): a bulk converge asks once per jail, mostly for one image (issue 21).
+_ROOTFS: dict[tuple[str, str], Path] = {}
 
 
 def current_image(cfg: Any) -> str | None:

@@ -11,9 +11,9 @@ anything.
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,63 @@ from .usage import tenant_usage
 from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
 
 
-@dataclasses.dataclass
 class Result:
-    name: str
-    state: str
-    changed: bool = False
-    actions: list[str] = dataclasses.field(default_factory=list)
-    before: dict[str, Any] = dataclasses.field(default_factory=dict)
-    after: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """One jail's outcome. `before` and `after` (state, spec, mounts) are made when first read: a
+    bulk run reports only the changed jails', and 10,000 unchanged ones need not copy their specs."""
+
+    def __init__(
+        self,
+        name: str,
+        state: str,
+        changed: bool = False,
+        actions: list[str] | None = None,
+        before: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        after: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.state = state
+        self.changed = changed
+        self.actions = actions if actions is not None else []
+        self._before = before if before is not None else {}
+        self._after = after if after is not None else {}
+
+    @property
+    def before(self) -> dict[str, Any]:
+        if callable(self._before):
+            self._before = self._before()
+        return self._before
+
+    @before.setter
+    def before(self, value: dict[str, Any]) -> None:
+        self._before = value
+
+    @property
+    def after(self) -> dict[str, Any]:
+        if callable(self._after):
+            self._after = self._after()
+        return self._after
+
+    @after.setter
+    def after(self, value: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        self._after = value
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return copy.deepcopy(
+            {
+                "name": self.name,
+                "state": self.state,
+                "changed": self.changed,
+                "actions": self.actions,
+                "before": self.before,
+                "after": self.after,
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"Result(name={self.name!r}, state={self.state!r}, changed={self.changed!r}, actions={self.actions!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Result) and self.as_dict() == other.as_dict()
 
 
 class PartialFailure(JailError):
@@ -132,7 +178,7 @@ def converge_many(
 
 def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.Strays, flags: dict[str, str], check: bool) -> Result:
     """Observe the rest, plan, and (unless check) apply, holding the jail's lock."""
-    result = Result(name=want.name, state=want.state, before=obs.summary())
+    result = Result(name=want.name, state=want.state, before=obs.summary)
     lock = _no_lock() if check else tenant_lock(cfg, want.name)
     with lock:
         if not check and not is_current(cfg, obs):
@@ -145,7 +191,7 @@ def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.St
         if not check:
             apply_steps(cfg, want.name, planned.steps, lock)
     result.actions = planned.actions
-    result.after = planned.after
+    result.after = planned.after_maker
     result.changed = bool(result.actions)
     return result
 
@@ -196,13 +242,17 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
     whose tenant has any (one listing of the sessions directory).
     """
     with_sessions = tenants_with_session_records(cfg)
+    try:
+        with_service = frozenset(os.listdir(f"{cfg.run_dir}/services"))  # service state files: one listing, not a try per tenant
+    except FileNotFoundError:
+        with_service = frozenset()
     targets_of: dict[str, list[tuple[str, str]]] = {}  # layout -> (target, its path below the jail root)
     jails = str(cfg.jails_dir)
     facts = []
-    for name in registry.list_tenants(cfg, pattern):
+    for name in registry.list_names(cfg, pattern):
         spec = registry.load_spec(cfg, name)
         if spec is None:
-            continue
+            continue  # a directory without a spec (list_tenants leaves it out too)
         targets = targets_of.get(spec.layout)
         if targets is None:
             plan = spec.mount_plan(cfg, spec.image_id, Path("/"))
@@ -226,7 +276,7 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
             "sessions": sessions,
             "root": root,
             "service": spec.service,
-            "service_status": service_facts(cfg, name),
+            "service_status": service_facts(cfg, name) if name in with_service else {"running": False},
             # Issue 15, the registry: what `jailrun NAME` runs, and the package installed (package.py's record), read from the spec.
             "program": spec.program_argv(),
             "package": spec.package or None,

@@ -47,6 +47,7 @@ class Observed:
     plan: MountPlan | None = None
     mounted: list[str] = dataclasses.field(default_factory=list)
     mount_table: list[MountInfo] | None = None  # this jail's lines of a shared mount table read, if there was one
+    plan_text: str | None = None  # the text plan was parsed from (the planner's shortcut: a plan equal to it is not rendered)
     # Filled by observe_details (under the tenant's lock):
     tenant_dir: bool = False  # <tenants>/<name> exists (anything, even a symlink)
     entries: dict[str, Entry | None] = dataclasses.field(default_factory=dict)  # TENANT_DIRS, home/<name>, TENANT_FILES
@@ -85,24 +86,30 @@ class Observed:
 def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None) -> Observed:
     """Spec, plan and mounts: enough to validate what is wanted (read before any lock)."""
     spec = registry.load_spec(cfg, name)
-    plan = registry.load_plan(cfg, name) if spec else None
+    plan, plan_text = registry.read_plan(cfg, name) if spec else (None, None)
     if mounts is None:
         # A few jails: one statx per planned mount, not a read of the whole
         # mount table (0.4 s with 50,000 mounts on the node).
         targets = plan.targets() if plan else [str(cfg.jail_root(name))]
-        return Observed(name, spec, plan, [t for t in targets if is_mount_root(t)])
+        return Observed(name, spec, plan, [t for t in targets if is_mount_root(t)], plan_text=plan_text)
     table = mounts.get(name, [])
-    return Observed(name, spec, plan, [m.target for m in table], mount_table=table)
+    return Observed(name, spec, plan, [m.target for m in table], mount_table=table, plan_text=plan_text)
 
 
 def is_current(cfg: Config, obs: Observed) -> bool:
     """Whether obs still holds under the lock: same spec, and the mount table read (if any) still true (a few statx)."""
-    if registry.load_spec(cfg, obs.name) != obs.spec:
+    # The same tenant.json text as read (no second parse: a tenth of a re-converge, issue 21).
+    known = getattr(obs.spec, "source_text", None)
+    if known is not None or obs.spec is None:
+        if registry.read_spec_text(cfg, obs.name) != known:
+            return False
+    elif registry.load_spec(cfg, obs.name) != obs.spec:
         return False
     if not all(is_mount_root(t) for t in obs.mounted):
         return False
     planned = obs.plan.targets() if obs.plan else []
-    return all(t in obs.mounted for t in planned if is_mount_root(t))
+    mounted = set(obs.mounted)  # checked just above: one statx per target, not two
+    return all(t in mounted or not is_mount_root(t) for t in planned)
 
 
 def observe_details(

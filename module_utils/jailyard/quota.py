@@ -93,10 +93,41 @@ def project_id(uid: int) -> int:
     return uid
 
 
-def _super_options(path: str | Path) -> tuple[str, str]:
-    """(fstype, mount and super options) of the mount holding path, from /proc/self/mountinfo."""
+# statfs(2) f_type of the filesystems support() names (linux/magic.h).
+FS_NAMES = {
+    0xEF53: "ext4",
+    0x58465342: "xfs",
+    0x01021994: "tmpfs",
+    0x9123683E: "btrfs",
+    0x794C7630: "overlay",
+    0x6969: "nfs",
+    0x65735546: "fuse",
+}
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs (64-bit): f_type first; the rest only sizes the buffer the kernel fills.
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def _fs_name(fd: int) -> str:
+    """The name of the filesystem of fd, from fstatfs(2)'s f_type (no mount table read)."""
+    buf = _Statfs()
+    _syscall()  # loads libc
+    if _libc.fstatfs(fd, ctypes.byref(buf)) != 0:
+        return "unknown"
+    return FS_NAMES.get(buf.f_type & 0xFFFFFFFF, f"filesystem type {buf.f_type & 0xFFFFFFFF:#x}")
+
+
+def _super_options(path: str | Path) -> str:
+    """The mount and super options of the mount holding path, from /proc/self/mountinfo.
+
+    Read only once the filesystem is ext4 or XFS and its project quota is on, to tell enforced from
+    accounting-only (ext4 without prjquota, XFS pqnoenforce): a node without quotas never reads the
+    table, which holds one line per mount of every jail.
+    """
     dev = os.stat(path).st_dev
-    found = ("", "")
+    found = ""
     with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
             fields = line.split()
@@ -104,30 +135,35 @@ def _super_options(path: str | Path) -> tuple[str, str]:
             if os.makedev(major, minor) != dev:
                 continue
             sep = fields.index("-")
-            found = (fields[sep + 1], f"{fields[5]},{fields[sep + 3] if len(fields) > sep + 3 else ''}")
+            found = f"{fields[5]},{fields[sep + 3] if len(fields) > sep + 3 else ''}"
     return found
 
 
 def support(path: str | Path) -> str | None:
-    """None if the filesystem of path enforces project quotas, else why not (one phrase)."""
-    fstype, options = _super_options(path)
-    opts = set(options.split(","))
-    if fstype not in ("ext4", "xfs"):
-        return f"it is {fstype or 'unknown'}, not ext4 or xfs"
-    if not opts & {"prjquota", "pquota", "pqnoenforce"} or "pqnoenforce" in opts:
-        return f"its {fstype} mount has no enforced project quota (mount option prjquota)"
+    """None if the filesystem of path enforces project quotas, else why not (one phrase).
+
+    The kernel is asked first (fstatfs, then quotactl_fd Q_GETINFO for project quota), so a
+    filesystem without project quota costs two system calls, not a read of the mount table.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         return f"cannot open it: {exc.strerror}"
     try:
-        _quotactl(fd, _qcmd(Q_GETINFO), 0, Dqinfo())
-    except OSError as exc:
-        if exc.errno == errno.ENOSYS:
-            return "the kernel has no quotactl_fd (Linux 5.14 or later is needed)"
-        return f"project quota is off ({exc.strerror})"
+        fstype = _fs_name(fd)
+        if fstype not in ("ext4", "xfs"):
+            return f"it is {fstype}, not ext4 or xfs"
+        try:
+            _quotactl(fd, _qcmd(Q_GETINFO), 0, Dqinfo())
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                return "the kernel has no quotactl_fd (Linux 5.14 or later is needed)"
+            return f"project quota is off ({exc.strerror})"
     finally:
         os.close(fd)
+    opts = set(_super_options(path).split(","))
+    if not opts & {"prjquota", "pquota", "pqnoenforce"} or "pqnoenforce" in opts:
+        return f"its {fstype} mount has no enforced project quota (mount option prjquota)"
     return None
 
 

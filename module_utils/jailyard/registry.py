@@ -13,14 +13,20 @@ from .spec import TenantSpec
 
 def list_tenants(cfg: Config, pattern: str = "*") -> list[str]:
     """Names of tenants that have a spec, sorted; one directory scan."""
+    tenants = str(cfg.tenants_dir)  # plain strings: jail_info calls these for every tenant
+    return [n for n in list_names(cfg, pattern) if os.path.exists(f"{tenants}/{n}/tenant.json")]
+
+
+def list_names(cfg: Config, pattern: str = "*") -> list[str]:
+    """Valid tenant names in the tenants directory matching pattern, sorted; whether each has a spec
+    is left to the caller that reads it anyway (jail_facts: one stat less per tenant)."""
     try:
         entries = os.scandir(cfg.tenants_dir)
     except FileNotFoundError:
         return []
     with entries:
-        names = [e.name for e in entries if is_valid_name(e.name) and fnmatch.fnmatchcase(e.name, pattern)]
-    tenants = str(cfg.tenants_dir)  # plain strings: jail_info calls these for every tenant
-    return sorted(n for n in names if os.path.exists(f"{tenants}/{n}/tenant.json"))
+        names = [e.name for e in entries if is_valid_name(e.name) and (pattern == "*" or fnmatch.fnmatchcase(e.name, pattern))]
+    return sorted(names)
 
 
 def load_spec(cfg: Config, name: str) -> TenantSpec | None:
@@ -32,14 +38,31 @@ def load_spec(cfg: Config, name: str) -> TenantSpec | None:
         return None
     except OSError as exc:
         raise JailError(f"cannot read {path}: {exc.strerror}") from exc
-    return TenantSpec.from_json(text, path)
+    spec = TenantSpec.from_json(text, path)
+    spec.source_text = text  # the planner's and is_current's shortcut (issue 21): not a field, not compared
+    return spec
 
 
 def load_plan(cfg: Config, name: str) -> MountPlan | None:
+    return read_plan(cfg, name)[0]
+
+
+def read_plan(cfg: Config, name: str) -> tuple[MountPlan | None, str | None]:
+    """(the parsed plan, its text), or (None, None) without one."""
     path = f"{cfg.tenants_dir}/{name}/plan"
     try:
         with open(path) as fh:
-            return parse_plan(fh.read(), path)
+            text = fh.read()
+    except FileNotFoundError:
+        return None, None
+    return parse_plan(text, path), text
+
+
+def read_spec_text(cfg: Config, name: str) -> str | None:
+    """tenant.json as it is now, unparsed (None without one): whether a spec read earlier still holds."""
+    try:
+        with open(f"{cfg.tenants_dir}/{name}/tenant.json") as fh:
+            return fh.read()
     except FileNotFoundError:
         return None
 

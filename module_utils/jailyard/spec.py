@@ -259,21 +259,22 @@ class TenantSpec:
         return self._plan(cfg, image_id, tuple(mounts))
 
     def _plan(self, cfg: Config, image_id: str, mounts: tuple[MountEntry, ...]) -> MountPlan:
+        # By position, in MountPlan._fields order (Record's fast path: a keyword call builds a dict).
         return MountPlan(
-            name=self.name,
-            uid=self.uid,
-            gid=self.gid,
-            hostname=self.hostname,
-            home=f"/home/{self.name}",
-            root=f"{cfg.jails_dir}/{self.name}",
-            image=image_id,
-            net="private" if network.is_private(self.net) else bool(self.net),
-            limits={k: v for k, v in self.limits.items() if k in LIMIT_KEYS or k in RESOURCE_KEYS},  # not net_rate
-            mounts=mounts,
-            admin=self.admin_ids if self.admin else 0,
-            volume=f"{cfg.tenants_dir}/{self.name}/volume.img {cfg.tenants_dir}/{self.name}/vol" if self.volume else "",
-            program=tuple(self.program_argv()),
-            env=self.program_env(),
+            self.name,
+            self.uid,
+            self.gid,
+            self.hostname,
+            f"/home/{self.name}",
+            f"{cfg.jails_dir}/{self.name}",
+            image_id,
+            "private" if network.is_private(self.net) else bool(self.net),
+            {k: v for k, v in self.limits.items() if k in LIMIT_KEYS or k in RESOURCE_KEYS},  # not net_rate
+            mounts,
+            self.admin_ids if self.admin else 0,  # admin
+            f"{cfg.tenants_dir}/{self.name}/volume.img {cfg.tenants_dir}/{self.name}/vol" if self.volume else "",  # volume
+            tuple(self.program_argv()),  # program
+            self.program_env(),  # env
         )
 
     def passwd(self) -> str:
@@ -310,8 +311,7 @@ class TenantSpec:
     def from_json(cls, text: str, origin: str) -> TenantSpec:
         try:
             data = json.loads(text)
-            fields = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(data) - fields
+            unknown = set(data) - _FIELD_SET
             if unknown:
                 raise JailError(f"{origin}: unknown keys {sorted(unknown)}")
             return cls(**data)
@@ -320,6 +320,7 @@ class TenantSpec:
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(TenantSpec))
+_FIELD_SET = frozenset(SPEC_FIELDS)
 
 
 def plain_copy(value: Any) -> Any:
