@@ -35,15 +35,15 @@ LOOKUP_RE = re.compile(r"^[0-9a-f]{1,64}$")
 
 def resolve_image(cfg: Any, image: str) -> str:
     """'current' or an id -> an id whose rootfs exists."""
-    images = Path(cfg.images_dir)
+    images = str(cfg.images_dir)  # plain strings: a bulk mount asks once per jail (issue 21)
     if image == "current":
         try:
-            image = os.readlink(images / "current")
+            image = os.readlink(f"{images}/current")
         except FileNotFoundError:
             raise JailError(f"no current image in {images}: build one with the jail_base_image role") from None
     if not LOOKUP_RE.match(image):
         raise JailError(f"invalid image id {image!r}: expected 'current' or lowercase hex digits")
-    if not (images / image / "rootfs").is_dir():
+    if not os.path.isdir(f"{images}/{image}/rootfs"):
         raise JailError(f"image {image!r} does not exist in {images}")
     return image
 
