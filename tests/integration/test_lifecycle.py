@@ -298,3 +298,29 @@ def test_mount_helper_runs_isolated_and_mounts(cfg: Config) -> None:
     bad = subprocess.run([*helper[:-1], "nobody-here"], capture_output=True, text=True, env={})
     assert bad.returncode == 1
     assert bad.stderr.strip() == "jailyard-mount: unknown jail 'nobody-here'"
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_a_hand_edited_plan_or_spec_file_is_rewritten_on_the_next_converge(cfg: Config, layout: str) -> None:
+    """A re-converge proves a jail's plan and tenant.json unchanged without rendering them (issue 21:
+    the text is what the observed plan and spec were parsed from, and they equal what is wanted).
+    A file edited by hand since in what it says is still found and rewritten; one that says the same
+    in another form is left as it is (every reader parses it to the same)."""
+    item = {"name": "edit", "uid": 10071, "layout": layout, "hostname": "edit", "state": "present"}
+    converge(cfg, item)
+    plan_file, spec_file = cfg.tenants_dir / "edit/plan", cfg.tenants_dir / "edit/tenant.json"
+    good_plan, good_spec = plan_file.read_text(), spec_file.read_text()
+    assert not converge(cfg, item).changed
+
+    plan_file.write_text(good_plan.replace(",".join(("ro", "nosuid", "nodev")), "nosuid,nodev", 1))  # the root made writable
+    assert converge(cfg, item).actions == ["write edit/plan"]
+    assert plan_file.read_text() == good_plan
+
+    spec_file.write_text(good_spec.replace('"hostname": "edit"', '"hostname": "elsewhere"'))
+    assert converge(cfg, item).actions == ["write edit/tenant.json"]
+    assert spec_file.read_text() == good_spec
+
+    spec_file.write_text(" " + good_spec)  # the same spec in another form
+    assert not converge(cfg, item).changed
+    assert registry.load_spec(cfg, "edit") == registry.load_spec(cfg, "edit")
+    assert converge(cfg, {**item, "state": "mounted"}).changed
