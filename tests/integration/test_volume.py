@@ -137,6 +137,10 @@ def test_tenant_fill_stops_at_its_volume_with_enospc_others_still_write(vcfg, tm
         err, written = _fill(ALICE, target, 64 * MIB)
         assert err == "ENOSPC", f"{target}: {err} after {written} bytes"
         assert written <= 16 * MIB
+        # No kernel counts refused writes (failcnt None): `full` says the limit struck. ext4 refused the
+        # last 64 KiB write with 88 KiB still free, which `full` as "nothing free" missed.
+        disk = tenant_usage(cfg, "alice", ALICE, {})["disk"]
+        assert disk["full"] is True and disk["failcnt"] is None, disk
         os.unlink(target)
     err, written = _fill(BOB, cfg.jail_root("bob") / "home/bob/big", 32 * MIB)
     assert (err, written) == ("OK", 32 * MIB)
@@ -433,3 +437,28 @@ def test_an_attach_killed_before_its_mount_leaves_no_loop_device(vcfg, tmp_path:
     assert _freed(tmp_path) == []
     converge(cfg, {"name": "alice", "state": "mounted"})
     assert (cfg.jail_root("alice") / "home/alice").is_dir() and len(_loops_on(tmp_path)) == 1
+
+
+def test_tenant_root_stays_in_its_volume_through_chown_under_its_mapped_ids(jr) -> None:
+    """Tenant root (admin: true) fills its upper layer under its mapped ids, chowns the file to another
+    of its users and writes on: still ENOSPC at limits.disk (a volume counts blocks, not owners), and
+    the host sees the files under the tenant's mapped ids."""
+    cfg, jailrun = jr
+    converge(cfg, {"name": "vroot", "uid": 10073, "layout": "overlay", "admin": True, "limits": {"disk": "16M"}, "state": "present"})
+    script = (
+        "dd if=/dev/zero of=/usr/big bs=64k count=1024; echo rc1=$?; chown 1000:1000 /usr/big; echo chown=$?;"
+        " dd if=/dev/zero of=/etc/more bs=64k count=1024; echo rc2=$?; echo total=$(( $(wc -c < /usr/big) + $(wc -c < /etc/more) ))"
+    )
+    try:
+        r = subprocess.run([jailrun, "vroot", "--", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out = dict(line.split("=", 1) for line in r.stdout.split())
+        assert (out["rc1"], out["chown"]) == ("1", "0") and out["rc2"] != "0", (r.stdout, r.stderr)
+        assert "No space left on device" in r.stderr and int(out["total"]) <= 16 * MIB, (r.stdout, r.stderr)
+        base = idmap.range_base(cfg.uid_min, 10073)
+        upper = Path(volume.paths(str(cfg.tenants_dir), "vroot")[1]) / "upper"
+        st = (upper / "usr/big").stat()
+        assert (st.st_uid, st.st_gid) == (base + 1000, base + 1000)
+        assert tenant_usage(cfg, "vroot", 10073, {})["disk"]["full"] is True
+    finally:
+        converge(cfg, {"name": "vroot", "state": "absent", "purge": True, "force": True})
