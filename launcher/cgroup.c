@@ -12,6 +12,7 @@
 #include <string.h>
 #include <linux/quota.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -327,6 +328,23 @@ void cg_setup(const struct launch *l, int want_session, int count_events)
 #define SYS_quotactl_fd 443
 #endif
 
+/* A volume-backed tenant (module_utils/jailyard/volume.py): its own ext4 mounted at <tenant>/vol is
+ * full when less than 1 MiB is free (ext4 refuses a write while a few blocks still show free; usage.py's
+ * VOLUME_FULL) or no inode is. */
+static int volume_full(int tenant_fd)
+{
+    struct statfs vol, tenant;
+    int fd = openat(tenant_fd, "vol", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    int ok = fstatfs(fd, &vol) == 0 && fstatfs(tenant_fd, &tenant) == 0;
+    close(fd);
+    if (!ok || !memcmp(&vol.f_fsid, &tenant.f_fsid, sizeof vol.f_fsid))
+        return 0;  /* not mounted: no volume to be full */
+    return (unsigned long long)vol.f_bavail * (unsigned long long)vol.f_bsize < (1ULL << 20) ||
+           (vol.f_files && vol.f_ffree == 0);
+}
+
 int cg_quota_hit(void)
 {
     struct if_dqblk dq;
@@ -337,9 +355,12 @@ int cg_quota_hit(void)
         return 0;
     memset(&dq, 0, sizeof dq);
     long r = syscall(SYS_quotactl_fd, fd, QCMD(Q_GETQUOTA, PRJQUOTA), (unsigned)cg.projid, &dq);
+    if (r < 0) {
+        r = volume_full(fd);
+        close(fd);
+        return (int)r;
+    }
     close(fd);
-    if (r < 0)
-        return 0;
     /* Within a block (4 KiB) of the byte limit counts as full: the last write that failed was smaller. */
     return (dq.dqb_bhardlimit && dq.dqb_curspace + 4096 >= dq.dqb_bhardlimit * 1024) ||
            (dq.dqb_ihardlimit && dq.dqb_curinodes >= dq.dqb_ihardlimit);

@@ -29,7 +29,7 @@ int cg_session_peak(unsigned long long *peak);
 /* Resource guarantees (issue 16): how long and how often the tenant's cgroup was throttled by
  * its cpu_rate since cg_setup (seconds, periods); 0 when there is no cpu controller. */
 double cg_cpu_throttled(unsigned long long *periods);
-/* Whether the tenant's project quota (disk bytes or inodes) is full now; 0 without one. */
+/* Whether the tenant's project quota or volume (disk bytes or inodes) is full now; 0 without one. */
 int cg_quota_hit(void);
 /* Remove the session's cgroups (empty once PID 1 is gone). */
 void cg_remove_session(void);

@@ -74,7 +74,7 @@ static const char *verdict(const struct outcome *o, unsigned long long cpu_limit
     if (o->exit_code != 0 && cg_events(CG_PIDS) > 0)
         return "procs";
     if (o->exit_code != 0 && cg_quota_hit())
-        return "disk";  /* failed with its project quota full: EDQUOT stopped it (issue 16) */
+        return "disk";  /* failed with its project quota or volume full: EDQUOT or ENOSPC stopped it (issue 16) */
     return "none";
 }
 

@@ -13,8 +13,9 @@ its project quota. A value the node cannot tell is None: no cgroup yet, no contr
 - procs: pids.current, pids.peak (where the kernel has it), pids.max, failcnt = pids.events `max`.
 - cpu: seconds used (v2 cpu.stat usage_usec, v1 cpuacct.usage), limit = cpu_rate in CPUs,
   failcnt = periods throttled by it (cpu.stat nr_throttled), throttled_seconds.
-- disk, inodes: the tenant's project quota (quota.py); the kernel keeps no count of refused
-  writes, so their failcnt is None and `full` says whether the limit is reached now.
+- disk, inodes: the tenant's project quota (quota.py), or its volume's statvfs (volume.py); the
+  kernel keeps no count of refused writes (EDQUOT or ENOSPC) in either, so their failcnt is None
+  and `full` says whether the limit is reached now (a volume: less than 1 MiB free, see below).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .config import Config
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 RESOURCES = ("memory", "procs", "cpu", "disk", "inodes")
+VOLUME_FULL = 1 << 20  # bytes: a volume with less left free counts as full (ext4 refuses before 0)
 UNLIMITED_V1 = 1 << 62  # v1 writes "no limit" as a page-rounded LONG_MAX
 
 
@@ -153,7 +155,9 @@ def tenant_usage(cfg: Config, name: str, uid: int, limits: dict[str, Any], root:
             sv = None
         if sv is not None and sv.f_fsid != os.statvfs(tdir).f_fsid:
             disk.update(current=(sv.f_blocks - sv.f_bfree) * sv.f_frsize, limit=sv.f_blocks * sv.f_frsize)
-            disk["full"] = sv.f_bavail == 0
+            # ext4 refuses a write while a few blocks still show free (its reserve for the blocks
+            # being written, a 64 KiB write failed with 88 KiB free): full = less than VOLUME_FULL left.
+            disk["full"] = sv.f_bavail * sv.f_frsize < VOLUME_FULL
             inodes.update(current=sv.f_files - sv.f_ffree, limit=sv.f_files)
             inodes["full"] = sv.f_favail == 0
     out["disk"] = disk

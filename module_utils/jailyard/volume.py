@@ -36,6 +36,7 @@ LO_FLAGS_AUTOCLEAR = 4
 LOOP_INFO64_SIZE = 232  # struct loop_info64
 LOOP_CONFIG_SIZE = 8 + LOOP_INFO64_SIZE + 64  # struct loop_config: fd, block_size, info, reserved[8]
 EBUSY = 16
+S_IFBLK = 0o060000
 IMAGE = "volume.img"
 MOUNT_DIR = "vol"
 
@@ -118,6 +119,25 @@ def _write_record(run_dir: str, name: str, dev: str) -> None:
     posix.rename(tmp, path)
 
 
+def _open_loop(dev: str, num: int) -> int:
+    """Open /dev/loopNUM. A static /dev (a container's: podman --privileged copies the host's device
+    nodes when it starts) has no node for a loop device the kernel made since: make it, as devtmpfs
+    would, with the numbers sysfs gives."""
+    try:
+        return posix.open(dev, posix.O_RDWR | posix.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = posix.open(f"/sys/devices/virtual/block/loop{num}/dev", posix.O_RDONLY | posix.O_CLOEXEC)
+        try:
+            major, minor = posix.read(fd, 32).decode("ascii").strip().split(":")
+        finally:
+            posix.close(fd)
+        try:
+            posix.mknod(dev, S_IFBLK | 0o660, posix.makedev(int(major), int(minor)))
+        except FileExistsError:
+            pass
+        return posix.open(dev, posix.O_RDWR | posix.O_CLOEXEC)
+
+
 def attach(image: str) -> tuple[str, int]:
     """Attach image to a free loop device with autoclear: (device path, its open fd: close it once mounted)."""
     img_fd = posix.open(image, posix.O_RDWR | posix.O_CLOEXEC | posix.O_NOFOLLOW)
@@ -129,7 +149,7 @@ def attach(image: str) -> tuple[str, int]:
                 if num < 0:
                     raise JailError(f"no free loop device for {image}: {posix.strerror(_ctypes.get_errno())}")
                 dev = f"/dev/loop{num}"
-                lfd = posix.open(dev, posix.O_RDWR | posix.O_CLOEXEC)
+                lfd = _open_loop(dev, num)
                 name = image.encode()[-63:]
                 info = bytearray(LOOP_INFO64_SIZE)
                 info[52:56] = _u32(LO_FLAGS_AUTOCLEAR)  # lo_flags

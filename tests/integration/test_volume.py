@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import glob
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -137,6 +138,10 @@ def test_tenant_fill_stops_at_its_volume_with_enospc_others_still_write(vcfg, tm
         err, written = _fill(ALICE, target, 64 * MIB)
         assert err == "ENOSPC", f"{target}: {err} after {written} bytes"
         assert written <= 16 * MIB
+        # No kernel counts refused writes (failcnt None): `full` says the limit struck. ext4 refused the
+        # last 64 KiB write with 88 KiB still free, which `full` as "nothing free" missed.
+        disk = tenant_usage(cfg, "alice", ALICE, {})["disk"]
+        assert disk["full"] is True and disk["failcnt"] is None, disk
         os.unlink(target)
     err, written = _fill(BOB, cfg.jail_root("bob") / "home/bob/big", 32 * MIB)
     assert (err, written) == ("OK", 32 * MIB)
@@ -433,3 +438,65 @@ def test_an_attach_killed_before_its_mount_leaves_no_loop_device(vcfg, tmp_path:
     assert _freed(tmp_path) == []
     converge(cfg, {"name": "alice", "state": "mounted"})
     assert (cfg.jail_root("alice") / "home/alice").is_dir() and len(_loops_on(tmp_path)) == 1
+
+
+def test_tenant_root_stays_in_its_volume_through_chown_under_its_mapped_ids(jr) -> None:
+    """Tenant root (admin: true) fills its upper layer under its mapped ids, chowns the file to another
+    of its users and writes on: still ENOSPC at limits.disk (a volume counts blocks, not owners), and
+    the host sees the files under the tenant's mapped ids."""
+    cfg, jailrun = jr
+    converge(cfg, {"name": "vroot", "uid": 10073, "layout": "overlay", "admin": True, "limits": {"disk": "16M"}, "state": "present"})
+    script = (
+        "dd if=/dev/zero of=/usr/big bs=64k count=1024; echo rc1=$?; chown 1000:1000 /usr/big; echo chown=$?;"
+        " dd if=/dev/zero of=/etc/more bs=64k count=1024; echo rc2=$?; echo total=$(( $(wc -c < /usr/big) + $(wc -c < /etc/more) ))"
+    )
+    try:
+        r = subprocess.run([jailrun, "vroot", "--", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out = dict(line.split("=", 1) for line in r.stdout.split())
+        assert (out["rc1"], out["chown"]) == ("1", "0") and out["rc2"] != "0", (r.stdout, r.stderr)
+        assert "No space left on device" in r.stderr and int(out["total"]) <= 16 * MIB, (r.stdout, r.stderr)
+        base = idmap.range_base(cfg.uid_min, 10073)
+        upper = Path(volume.paths(str(cfg.tenants_dir), "vroot")[1]) / "upper"
+        st = (upper / "usr/big").stat()
+        assert (st.st_uid, st.st_gid) == (base + 1000, base + 1000)
+        assert tenant_usage(cfg, "vroot", 10073, {})["disk"]["full"] is True
+    finally:
+        converge(cfg, {"name": "vroot", "state": "absent", "purge": True, "force": True})
+
+
+def test_meta_names_disk_when_a_program_fails_with_its_volume_full(jr) -> None:
+    """--meta's killed_by is `disk` for a program that failed on a full volume (ENOSPC), as it is for a
+    full project quota (EDQUOT); a program failing otherwise is `none`."""
+    cfg, jailrun = jr
+    converge(cfg, {"name": "vmeta", "uid": 10074, "limits": {"disk": "16M"}, "state": "present"})
+    meta = cfg.tenants_dir.parent / "vmeta.meta"
+    try:
+        r = subprocess.run([jailrun, "--meta", str(meta), "vmeta", "--", "false"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "killed_by none" in meta.read_text(), (r.stderr, meta.read_text())
+        fill = ["dd", "if=/dev/zero", "of=/home/vmeta/big", "bs=64k", "count=1024"]
+        r = subprocess.run([jailrun, "--meta", str(meta), "vmeta", "--", *fill], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "No space left on device" in r.stderr, r.stderr
+        assert "killed_by disk" in meta.read_text(), meta.read_text()
+    finally:
+        converge(cfg, {"name": "vmeta", "state": "absent", "purge": True, "force": True})
+
+
+def test_attach_makes_the_loop_device_node_a_static_dev_lacks(vcfg, tmp_path: Path) -> None:
+    """A container's /dev (podman --privileged) holds copies of the host's device nodes made when it
+    started: a loop device the kernel made since (other users held loop0-7) has no node there, and
+    attaching failed. attach makes the node from sysfs: here in a private mount namespace whose /dev
+    holds only loop-control."""
+    cfg = vcfg
+    converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
+    image = volume.paths(str(cfg.tenants_dir), "alice")[0]
+    code = (
+        f"import posix, sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); from jailyard import volume; "
+        f"dev, fd = volume.attach({image!r}); print(dev, posix.stat(dev).st_rdev)"
+    )
+    script = f"mount -t tmpfs none /dev && mknod /dev/loop-control c 10 237 && exec /usr/bin/python3 -I -c {shlex.quote(code)}"
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    dev, rdev = r.stdout.split()
+    assert int(rdev) == os.stat(dev).st_rdev  # the node it made is the host's device
+    assert _freed(tmp_path) == []  # autoclear: never mounted, freed when the process's fd went

@@ -123,9 +123,19 @@ int main(int argc, char **argv)
         }
         return result(1, "memhog");
     }
-    if (!strcmp(cmd, "cpuloop"))
+    if (!strcmp(cmd, "cpuloop")) {
+        /* Spin for ever; with a CPU number, first pin this process to that CPU (sched_setaffinity
+         * from inside the jail: the tests put one spinner of each tenant on every CPU). */
+        if (*arg) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(atoi(arg), &one);
+            if (sched_setaffinity(0, sizeof one, &one) < 0)
+                return result(0, "sched_setaffinity");
+        }
         for (volatile unsigned long i = 0;; i++)
             ;
+    }
     if (!strcmp(cmd, "bigfile")) {
         int fd = open(arg, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         memset(buf, 'x', sizeof buf);

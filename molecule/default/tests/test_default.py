@@ -1,4 +1,4 @@
-"""Verify a node converged by site.yml: the launcher, the demo jails, expiry, the read-only image."""
+"""Verify a node converged by site.yml: the launcher, the demo jails, expiry, the read-only image, tenant storage."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_jailctl_lists_the_declared_tenants(host):
     run = host.run("jailctl --json list")
     assert run.rc == 0, ran(run)
     tenants = {t["name"]: t for t in json.loads(run.stdout)}
-    assert set(tenants) == {"demo", "demo2", "hello"}  # hello: the example package (jail_packages_list)
+    assert set(tenants) == {"demo", "demo2", "capped", "hello"}  # hello: the example package (jail_packages_list)
     assert (tenants["demo"]["uid"], tenants["demo"]["layout"]) == (10001, "bind")
     assert (tenants["demo2"]["uid"], tenants["demo2"]["layout"]) == (10002, "overlay")
     assert (tenants["hello"]["package"]["name"], tenants["hello"]["package"]["result"]) == ("hello", "ok")
@@ -170,3 +170,57 @@ def test_a_tenant_service_runs_under_its_systemd_unit_restarts_and_stops_at_unmo
         assert host.run("systemctl is-active jailyard@svc.service").stdout.strip() != "active"
     finally:
         host.run("jailctl remove svc --purge --force")
+
+
+TENANTS = "/var/lib/jailyard/tenants"
+# The storage role's own probe (roles/jail_storage/tasks/storage.yml): does this kernel mount an ext4
+# with project quotas? (Not on a kernel built without CONFIG_QUOTA/CONFIG_QFMT_V2, as the CI VMs' is.)
+QUOTA_PROBE = (
+    "dir=$(mktemp -d /run/verify-quota-probe.XXXXXX) && truncate -s 320M $dir/img && mkfs.ext4 -q -O quota,project $dir/img"
+    " && mkdir $dir/m && unshare --mount --propagation private sh -c 'mount -o loop,prjquota $0/img $0/m && umount $0/m' $dir;"
+    " rc=$?; rm -rf $dir; exit $rc"
+)
+
+
+def test_the_storage_role_made_what_the_docs_say(host):
+    # Quota-capable kernel: a loop-backed ext4 with prjquota at the tenants directory, in fstab.
+    # Without quota support: the tenants directory left as it was (no mount, no image, no fstab
+    # line), and the tenant with limits.disk got a volume of its own (docs/design.md).
+    quota = host.run(QUOTA_PROBE).rc == 0
+    mounted = host.run(f"findmnt -n -o FSTYPE,OPTIONS --mountpoint {TENANTS}")
+    fstab = [line.split() for line in host.file("/etc/fstab").content_string.splitlines() if line.strip() and not line.startswith("#")]
+    in_fstab = [f for f in fstab if f[1:2] == [TENANTS]]
+    if quota:
+        assert mounted.rc == 0 and "prjquota" in mounted.stdout, mounted.stdout + mounted.stderr
+        assert in_fstab and in_fstab[0][0] == "/var/lib/jailyard/tenants.img", fstab
+        assert host.file("/var/lib/jailyard/tenants.img").exists
+        assert not host.file(f"{TENANTS}/capped/volume.img").exists
+    else:
+        assert mounted.rc == 1, f"{TENANTS} is a mount: {mounted.stdout}"
+        assert in_fstab == [], fstab
+        assert not host.file("/var/lib/jailyard/tenants.img").exists
+        assert host.file(f"{TENANTS}/capped/volume.img").exists
+        run = host.run(f"{JAILRUN} capped -- /bin/true")  # a cold launch attaches and mounts the volume
+        assert run.rc == 0, ran(run)
+        assert host.run(f"findmnt -n --mountpoint {TENANTS}/capped/vol").rc == 0  # the volume, mounted with the jail
+
+
+def test_a_tenant_filling_its_disk_limit_stops_there_while_others_and_the_host_still_write(host):
+    # capped (limits.disk 32M) writes 64 MiB: ENOSPC (its volume) or EDQUOT (its project quota) at
+    # about 32 MiB; demo and the host then write 40 MiB each.
+    fill = "dd if=/dev/zero of=/home/capped/big bs=64k count=1024; echo rc=$?; stat -c size=%s /home/capped/big"
+    try:
+        run = host.run(f"{JAILRUN} capped -- sh -c '{fill}'")
+        assert run.rc == 0, ran(run)
+        assert "rc=1" in run.stdout and ("No space left on device" in run.stderr or "Disk quota exceeded" in run.stderr), ran(run)
+        size = int(run.stdout.split("size=")[1].split()[0])
+        assert 16 << 20 < size <= 32 << 20, size
+        stats = json.loads(host.run("jailctl stats --json capped").stdout)["capped"]
+        # The limit is the quota's, or the volume's filesystem size (its metadata takes a little).
+        assert 24 << 20 < stats["disk"]["limit"] <= 32 << 20 and stats["disk"]["full"] is True, stats
+        other = host.run(f"{JAILRUN} demo -- sh -c 'dd if=/dev/zero of=/home/demo/more bs=64k count=640 && rm /home/demo/more'")
+        assert other.rc == 0, ran(other)
+        own = host.run("dd if=/dev/zero of=/var/lib/jailyard/host-probe bs=64k count=640 && rm /var/lib/jailyard/host-probe")
+        assert own.rc == 0, own.stderr
+    finally:
+        host.run(f"{JAILRUN} capped -- rm -f /home/capped/big")
