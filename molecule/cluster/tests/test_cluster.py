@@ -70,6 +70,20 @@ def wait_for(what, seconds: float):
         time.sleep(1)
 
 
+# A live session's program: it runs until killed (sessions here end by `jailctl unmount --force`
+# or with their node), and its command line names it among the node's processes.
+SESSION = "sleep infinity"
+
+
+def session_pids(name: str) -> tuple[str, str]:
+    """The jailrun and the program of the one live session on node `name`."""
+    sleeper = wait_for(lambda: run(name, f"pgrep -f -x '{SESSION}'").stdout.strip(), 30)
+    assert sleeper and "\n" not in sleeper, f"{name}: the session did not start, or more than one runs: {sleeper!r}"
+    pid = ok(name, "pgrep -o -x jailrun").strip()
+    assert pid and "\n" not in pid, f"{name}: no jailrun: {pid!r}"
+    return pid, sleeper
+
+
 def test_debootstrap_ran_on_the_build_host_only():
     # c1 unpacked debootstrap's tarball from its cache; c2 and c3 never had one:
     # they received the packed image, whose archive they keep in .incoming.
@@ -145,10 +159,10 @@ def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary():
         "install -m 4755 /tmp/jailrun.old /usr/local/sbin/jailrun && rm /tmp/jailrun.old",
     )
     old_exe = ok(C3, "stat -c %i /usr/local/sbin/jailrun").strip()
-    ok(C3, "setsid -f sh -c '/usr/local/sbin/jailrun demo -- sleep 600 >/dev/null 2>&1'")
-    pid = wait_for(lambda: run(C3, "pgrep -o -x jailrun").stdout.strip(), 30)
-    sleeper = wait_for(lambda: run(C3, "pgrep -n -x sleep").stdout.strip(), 30)
-    assert pid and sleeper, "the session did not start on c3"
+    # A session that ends only when it is killed: no sleep that an upgrade on a busy machine could outlast
+    # (and no `timeout` around it, which ended it after 60 s in an earlier version of this test).
+    ok(C3, f"setsid -f sh -c '/usr/local/sbin/jailrun demo -- {SESSION} >/dev/null 2>&1'")
+    pid, sleeper = session_pids(C3)
     assert ok(C3, f"stat -L -c %i /proc/{pid}/exe").strip() == old_exe
     out = playbook(UPGRADE)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
@@ -156,7 +170,8 @@ def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary():
     assert all(counts[name]["failed"] == 0 and counts[name]["unreachable"] == 0 for name in NODES), counts
     assert out.stdout.count("PLAY [Upgrade the jail hosts one at a time]") == 3  # serial: 1, one batch per node
     assert counts[C3]["changed"] >= 1  # the launcher
-    assert run(C3, f"kill -0 {pid} && kill -0 {sleeper}").rc == 0, "the upgrade ended the live session"
+    alive = run(C3, f"kill -0 {pid} && kill -0 {sleeper}")
+    assert alive.rc == 0, "the upgrade ended the live session: " + run(C3, "ps -eo pid,ppid,etimes,stat,args").stdout
     assert ok(C3, f"stat -L -c %i /proc/{pid}/exe").strip() == old_exe
     assert "(deleted)" in ok(C3, f"readlink /proc/{pid}/exe")
     assert ok(C3, "stat -c %i /usr/local/sbin/jailrun").strip() != old_exe
@@ -168,7 +183,8 @@ def test_a_node_killed_in_the_middle_of_a_converge_loses_no_tenant_data_and_its_
     # c2 runs demo (a live session, demo mounted, c2 holds the lease) and writes a file;
     # then c2 dies in the middle of a converge of the whole cluster.
     ok(C2, f"{JAILRUN} demo -- sh -c 'echo written-before-the-crash > /home/demo/crash'")
-    ok(C2, "setsid -f sh -c '/usr/local/sbin/jailrun demo -- sleep 600 >/dev/null 2>&1'")
+    ok(C2, f"setsid -f sh -c '/usr/local/sbin/jailrun demo -- {SESSION} >/dev/null 2>&1'")
+    session_pids(C2)
     cmd = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], CONVERGE]
     converge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAIN})
     lines = []
