@@ -23,8 +23,8 @@ JAILRUN = "timeout -k 5 60 /usr/local/sbin/jailrun"
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONVERGE = os.path.join(SCENARIO, "..", "default", "converge.yml")
 UPGRADE = os.path.join(SCENARIO, "..", "..", "playbooks", "upgrade.yml")
-EXPECTED_UID = {"demo": 10001, "demo2": 10002}  # group_vars/all.yml: jail_tenants_list
-TTL = 20  # group_vars/all.yml: jail_cluster_lease_ttl
+EXPECTED_UID = {"demo": 10001, "demo2": 10002}  # molecule.yml: jail_tenants_list
+TTL = 20  # molecule.yml: jail_cluster_lease_ttl
 
 
 def node(name: str):
