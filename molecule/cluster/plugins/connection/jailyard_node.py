@@ -51,7 +51,9 @@ NODE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 class Connection(ConnectionBase):
     transport = "jailyard_node"
-    has_pipelining = False
+    # With ANSIBLE_PIPELINING (molecule.yml), a module is one command fed on stdin: no temporary
+    # directory made, written, made executable and removed in the node for each.
+    has_pipelining = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
