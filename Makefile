@@ -28,7 +28,7 @@ DEMO_CMD := jailrun demo -- sh -c 'id; hostname; cat /etc/debian_version'
 help: ## List the targets
 	@echo "jailyard: make TARGET"
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
-	@echo "Variables: ANSIBLE_ARGS=... (make site), PYTEST_ARGS=..., MOLECULE_SCENARIO='default cron', QUICK=1 (bench)"
+	@echo "Variables: ANSIBLE_ARGS=... (make site), PYTEST_ARGS=..., MOLECULE_SCENARIO='default cron cluster', QUICK=1 (bench)"
 
 site: root deps-site venv ## Provision this machine as a jail host (site.yml, inventory/local) and show a demo jail
 	$(BIN)/ansible-playbook site.yml $(ANSIBLE_ARGS)
@@ -73,10 +73,9 @@ pytest: venv-dev ## Run pytest over tests/ (as root for the integration tests)
 
 # default: a systemd node (the expiry timer); cron: a node whose PID 1 is not
 # systemd and that has no cron until the role installs it (the cron path);
-# cluster: three nodes over one shared tenants directory (docs/cluster.md), run on
-# its own (make molecule MOLECULE_SCENARIO=cluster): 20+ minutes and one flaky
-# test, so not yet part of make test and CI.
-MOLECULE_SCENARIO ?= default cron
+# cluster: three nodes over one shared tenants directory (docs/cluster.md).
+# All three run in make test and so in CI.
+MOLECULE_SCENARIO ?= default cron cluster
 # Names the scenario's container after this checkout, so checkouts do not collide.
 export JAILYARD_MOLECULE_ID := $(shell printf %s '$(CURDIR)' | md5sum | cut -c1-8)
 # Every scenario runs even when an earlier one failed. Molecule's destroy step

@@ -103,7 +103,7 @@ def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
         else:
             getattr(report, kind).append(name)
     if leases is not None:
-        _renew_leases(cfg, leases, [n for n in sorted(mounted + partial) if n not in report.unmounted], report)
+        _renew_leases(cfg, leases, [n for n in sorted(mounted + partial) if n not in report.unmounted], report, step)
     ended = step.ended
     report.stale_cgroups = remove_session_cgroups(cfg, ended)
     os.rename(pending, stamp)
@@ -156,20 +156,25 @@ class _Step:
             if _used_since(cfg, name, self.previous, self.started_ns, ended, has_sessions, has_service):
                 return "kept_in_use", ""
             try:
-                detach_jail(f"{self.jails}/{name}", self.by_jail.get(name, []), root_mounted=name not in self.partial)
-                if os.access(f"{cfg.tenants_dir}/{name}/volume.img", os.F_OK):
-                    from .volume import unmount as unmount_volume  # a volume goes with the jail (autoclear frees its loop device)
-
-                    unmount_volume(str(cfg.tenants_dir), name)
-                if os.access(f"{cfg.run_dir}/net/{name}.json", os.F_OK):
-                    from .network import tear_down  # issue 17: a private network goes with the mounts
-
-                    tear_down(cfg, name, release_static=False)
+                self.take_off(name)
             except JailError as exc:
                 return "error", str(exc)
             if self.leases is not None:
                 release_lease(cfg.tenants_dir, name, self.leases)  # under the lock: no mount of it meanwhile
             return "unmounted", ""
+
+    def take_off(self, name: str) -> None:
+        """Detach the jail and what goes with it (its volume, its private network); the caller holds its lock."""
+        cfg = self.cfg
+        detach_jail(f"{self.jails}/{name}", self.by_jail.get(name, []), root_mounted=name not in self.partial)
+        if os.access(f"{cfg.tenants_dir}/{name}/volume.img", os.F_OK):
+            from .volume import unmount as unmount_volume  # a volume goes with the jail (autoclear frees its loop device)
+
+            unmount_volume(str(cfg.tenants_dir), name)
+        if os.access(f"{cfg.run_dir}/net/{name}.json", os.F_OK):
+            from .network import tear_down  # issue 17: a private network goes with the mounts
+
+            tear_down(cfg, name, release_static=False)
 
 
 def _names_in(directory: str) -> frozenset[str]:
@@ -237,19 +242,34 @@ def _is_jailrun(pid: int) -> bool:
         return False
 
 
-def _renew_leases(cfg: Config, leases: LeaseSettings, names: list[str], report: ExpiryReport) -> None:
+def _renew_leases(cfg: Config, leases: LeaseSettings, names: list[str], report: ExpiryReport, step: _Step) -> None:
     """Renew this node's lease of every jail still mounted here (docs/cluster.md), each under
     its lock; one whose lock is taken is being mounted or changed, and that renews it. A jail
     mounted here whose lease is not this node's (it ran out and another node took it) is
-    reported in leases_lost and logged: its sessions here are not ended."""
+    reported in leases_lost and logged, and taken off when nothing runs in it (no live session,
+    no service), however recently it was used: warm launches do not look at the lease, so a
+    jail left mounted would go on taking them beside the holder's; unmounted, the next launch
+    here is cold and refused naming the holder. Its lease is not released (it is not this
+    node's), and a live session here is never ended: that jail stays, reported again."""
     for name in names:
         with tenant_lock(cfg, name, exclusive=True, wait=False) as locked:
             if not locked:
                 continue
             if renew_lease(cfg.tenants_dir, name, leases):
                 report.leases_renewed.append(name)
-            else:
-                report.leases_lost.append(name)
+                continue
+            report.leases_lost.append(name)
+            pids: list[int] = []
+            live = live_sessions(cfg, name, ended=pids)
+            step.ended += [(name, pid) for pid in pids]
+            if live or service_running(cfg, name):
+                continue
+            try:
+                step.take_off(name)
+            except JailError as exc:
+                report.errors[name] = str(exc)
+                continue
+            report.unmounted.append(name)
 
 
 def _mounted_jails(cfg: Config) -> tuple[list[str], list[str]]:

@@ -27,6 +27,7 @@ from jailyard.expiry import expire_pass
 from jailyard.lifecycle import converge, mount_tenant
 from jailyard.mount import is_mounted
 from jailyard.registry import load_plan
+from jailyard.sessions import record_session
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -242,17 +243,45 @@ def test_a_mount_on_another_node_is_refused_naming_the_holder_then_takes_over_wh
         n2.close()
 
 
-def test_a_node_that_lost_its_lease_is_told_by_its_expiry_pass(cluster) -> None:
+def test_a_node_that_lost_its_lease_is_told_by_its_expiry_pass_and_unmounts_the_idle_jail(cluster) -> None:
     """n1's lease on erin ran out while n1 still had erin mounted (n1 was cut off) and n2
-    took erin over: n1's next expiry pass reports it lost and does not take it back."""
+    took erin over: n1's next expiry pass reports it lost, does not take it back, and takes
+    erin off n1 although it was used just now (warm launches there would not look at the
+    lease): the next mount on n1 is refused naming n2, and n2 keeps erin and its lease."""
     n1, n2, tenants = cluster
     n1.call(do_converge, {"name": "erin", "uid": 10005, "state": "mounted"})
     lease_dir = tenants / "erin" / "lease"
     (lease_dir / "g1").write_text("node n1\nexpires 1\n")  # what time does to a lease nobody renews
     n2.call(do_mount, "erin")
+    n2.call(write, "erin", "home/erin/work", "written through n2")
     report = n1.call(do_expire)
     assert report["leases_lost"] == ["erin"] and report["leases_renewed"] == []
+    assert report["unmounted"] == ["erin"] and not n1.call(mounted, "erin")
     assert lease.holder(tenants, "erin")[0] == "n2"  # type: ignore[index]
+    assert n2.call(mounted, "erin") and n2.call(read, "erin", "home/erin/work") == "written through n2"
+    with pytest.raises(NodeError) as held:
+        n1.call(do_mount, "erin")
+    assert held.value.kind == "LeaseHeld" and held.value.holder == "n2"
+    n2.call(do_converge, {"name": "erin", "state": "unmounted"})
+    assert lease.holder(tenants, "erin") is None
+
+
+def test_a_node_that_lost_its_lease_keeps_a_jail_with_a_live_session(cluster) -> None:
+    """As above, but a session runs in erin on n1: the pass reports the lease lost and leaves
+    the jail mounted (it never ends a session), and reports it again at the next pass."""
+    n1, n2, tenants = cluster
+    n1.call(do_converge, {"name": "erin", "uid": 10005, "state": "mounted"})
+    (tenants / "erin" / "lease" / "g1").write_text("node n1\nexpires 1\n")
+    n2.call(do_mount, "erin")
+    with subprocess.Popen(["sleep", "600"]) as sleeper:
+        try:
+            record_session(n1.cfg, "erin", sleeper.pid)
+            for _pass in range(2):
+                report = n1.call(do_expire)
+                assert report["leases_lost"] == ["erin"] and "erin" not in report["unmounted"], report
+                assert n1.call(mounted, "erin")
+        finally:
+            sleeper.kill()
     n2.call(do_converge, {"name": "erin", "state": "unmounted"})
     n1.call(do_converge, {"name": "erin", "state": "unmounted"})
     assert lease.holder(tenants, "erin") is None  # n1 released nothing: it is not the holder

@@ -23,8 +23,9 @@ JAILRUN = "timeout -k 5 60 /usr/local/sbin/jailrun"
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONVERGE = os.path.join(SCENARIO, "..", "default", "converge.yml")
 UPGRADE = os.path.join(SCENARIO, "..", "..", "playbooks", "upgrade.yml")
-EXPECTED_UID = {"demo": 10001, "demo2": 10002}  # group_vars/all.yml: jail_tenants_list
-TTL = 20  # group_vars/all.yml: jail_cluster_lease_ttl
+TENANTS = os.path.join(SCENARIO, "..", "..", "playbooks", "tenants.yml")
+EXPECTED_UID = {"demo": 10001, "demo2": 10002}  # molecule.yml: jail_tenants_list
+TTL = 20  # molecule.yml: jail_cluster_lease_ttl
 
 
 def node(name: str):
@@ -61,6 +62,15 @@ def recap(stdout: str) -> dict[str, dict[str, int]]:
     return found
 
 
+def section(stdout: str, header: str, name: str) -> str:
+    """The result lines under the last `header` (a task or handler) that ran on host `name`."""
+    found = ""
+    for block in re.split(r"\n(?=(?:TASK|RUNNING HANDLER|PLAY) \[)", stdout):
+        if block.startswith(header) and f"[{name}]" in block:
+            found = block
+    return found
+
+
 def wait_for(what, seconds: float):
     deadline = time.monotonic() + seconds
     while True:
@@ -68,6 +78,20 @@ def wait_for(what, seconds: float):
         if got or time.monotonic() > deadline:
             return got
         time.sleep(1)
+
+
+# A live session's program: it runs until killed (sessions here end by `jailctl unmount --force`
+# or with their node), and its command line names it among the node's processes.
+SESSION = "sleep infinity"
+
+
+def session_pids(name: str) -> tuple[str, str]:
+    """The jailrun and the program of the one live session on node `name`."""
+    sleeper = wait_for(lambda: run(name, f"pgrep -f -x '{SESSION}'").stdout.strip(), 30)
+    assert sleeper and "\n" not in sleeper, f"{name}: the session did not start, or more than one runs: {sleeper!r}"
+    pid = ok(name, "pgrep -o -x jailrun").strip()
+    assert pid and "\n" not in pid, f"{name}: no jailrun: {pid!r}"
+    return pid, sleeper
 
 
 def test_debootstrap_ran_on_the_build_host_only():
@@ -144,19 +168,28 @@ def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary():
         "cp /usr/local/sbin/jailrun /tmp/jailrun.old && printf '\\0' >> /tmp/jailrun.old && "
         "install -m 4755 /tmp/jailrun.old /usr/local/sbin/jailrun && rm /tmp/jailrun.old",
     )
+    # An older Python package too: the upgrade rewrites it, and its handler stops the mount
+    # service (the next cold launch starts the new code) while the session below runs.
+    ok(C3, "echo '# an older version' >> /usr/local/lib/jailyard/jailyard/__init__.py")
     old_exe = ok(C3, "stat -c %i /usr/local/sbin/jailrun").strip()
-    ok(C3, "setsid -f sh -c '/usr/local/sbin/jailrun demo -- sleep 600 >/dev/null 2>&1'")
-    pid = wait_for(lambda: run(C3, "pgrep -o -x jailrun").stdout.strip(), 30)
-    sleeper = wait_for(lambda: run(C3, "pgrep -n -x sleep").stdout.strip(), 30)
-    assert pid and sleeper, "the session did not start on c3"
+    # A session that ends only when it is killed: no sleep that an upgrade on a busy machine could outlast
+    # (and no `timeout` around it, which ended it after 60 s in an earlier version of this test).
+    ok(C3, f"setsid -f sh -c '/usr/local/sbin/jailrun demo -- {SESSION} >/dev/null 2>&1'")
+    pid, sleeper = session_pids(C3)
     assert ok(C3, f"stat -L -c %i /proc/{pid}/exe").strip() == old_exe
+    assert ok(C3, "systemctl is-active jailyard-mount.service") == "active\n"
     out = playbook(UPGRADE)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     counts = recap(out.stdout)
     assert all(counts[name]["failed"] == 0 and counts[name]["unreachable"] == 0 for name in NODES), counts
     assert out.stdout.count("PLAY [Upgrade the jail hosts one at a time]") == 3  # serial: 1, one batch per node
     assert counts[C3]["changed"] >= 1  # the launcher
-    assert run(C3, f"kill -0 {pid} && kill -0 {sleeper}").rc == 0, "the upgrade ended the live session"
+    # c3's batch stopped the mount service that had made the session's jail (a running one: the
+    # cold launch started it), and the session lived on.
+    stop = section(out.stdout, "RUNNING HANDLER [jail_launcher : Restart the mount service]", C3)
+    assert f"changed: [{C3}]" in stop, out.stdout[-4000:]
+    alive = run(C3, f"kill -0 {pid} && kill -0 {sleeper}")
+    assert alive.rc == 0, "the upgrade ended the live session: " + run(C3, "ps -eo pid,ppid,etimes,stat,args").stdout
     assert ok(C3, f"stat -L -c %i /proc/{pid}/exe").strip() == old_exe
     assert "(deleted)" in ok(C3, f"readlink /proc/{pid}/exe")
     assert ok(C3, "stat -c %i /usr/local/sbin/jailrun").strip() != old_exe
@@ -166,20 +199,26 @@ def test_a_rolling_upgrade_keeps_a_live_session_with_its_binary():
 
 def test_a_node_killed_in_the_middle_of_a_converge_loses_no_tenant_data_and_its_tenant_moves():
     # c2 runs demo (a live session, demo mounted, c2 holds the lease) and writes a file;
-    # then c2 dies in the middle of a converge of the whole cluster.
+    # then c2 dies in the middle of a converge of the tenants (playbooks/tenants.yml: the
+    # part of site.yml that writes the tenants' files on the shared storage), when c1 has
+    # converged them and c2 is next (the task runs one node at a time, throttle: 1).
     ok(C2, f"{JAILRUN} demo -- sh -c 'echo written-before-the-crash > /home/demo/crash'")
-    ok(C2, "setsid -f sh -c '/usr/local/sbin/jailrun demo -- sleep 600 >/dev/null 2>&1'")
-    cmd = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], CONVERGE]
+    ok(C2, f"setsid -f sh -c '/usr/local/sbin/jailrun demo -- {SESSION} >/dev/null 2>&1'")
+    session_pids(C2)
+    cmd = ["ansible-playbook", "--inventory", os.environ["MOLECULE_INVENTORY_FILE"], TENANTS]
     converge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAIN})
-    lines = []
+    lines, in_task, killed = [], False, False
     for line in converge.stdout:
         lines.append(line)
-        if "TASK [jail_launcher : Copy the launcher source]" in line:  # c1..c3 are writing files now
+        in_task = in_task or "TASK [jail_tenants : Converge the declared tenants]" in line
+        if in_task and re.match(rf"^(ok|changed): \[{C1}\]", line):
             subprocess.run(["podman", "kill", C2], check=True, capture_output=True)
+            killed = True
             break
     lines += converge.stdout.readlines()
     converge.wait(timeout=900)
     out = "".join(lines)
+    assert killed, "c1 never converged its tenants: " + out[-3000:]
     counts = recap(out)
     assert counts[C2]["unreachable"] + counts[C2]["failed"] > 0, out[-3000:]
     assert all(counts[name]["failed"] == 0 and counts[name]["unreachable"] == 0 for name in (C1, C3)), out[-3000:]
