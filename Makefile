@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND := noninteractive
 SITE_PACKAGES := python3 python3-venv
 TEST_PACKAGES := $(SITE_PACKAGES) debootstrap busybox-static bubblewrap podman runc \
 	systemd-container gcc make libc6-dev libcap-dev clang squashfs-tools erofs-utils cron \
-	iptables util-linux git iproute2 nftables dpkg-dev
+	iptables util-linux git iproute2 nftables dpkg-dev strace
 
 DEMO_CMD := jailrun demo -- sh -c 'id; hostname; cat /etc/debian_version'
 
