@@ -368,3 +368,37 @@ def test_a_cluster_conf_others_may_write_is_refused(tmp_path: Path) -> None:
     conf.chmod(0o666)
     with pytest.raises(JailError, match="not a regular file owned by root and writable only by root"):
         lease.settings_for(tmp_path / "jailyard.conf")
+
+
+def test_an_overlay_tenant_with_a_disk_limit_follows_its_lease_to_another_node_with_its_upper_layer(
+    tmp_path: Path, image_store: Path, mount_guard: None
+) -> None:
+    """State that follows the tenant (issue 18): an overlay tenant with limits.disk keeps its home and
+    upper layer (what it installed) in its volume, one ext4 image in its directory on the shared
+    storage (volume.py; OpenVZ's ploop). n1 mounts it, the tenant's home and its root get a file
+    each, n1 dies; n2, once the lease has expired, attaches the same image and mounts it: both
+    files are there, and the disk limit still holds there."""
+    tenants, jails = tmp_path / "shared-tenants", tmp_path / "jails"
+    tenants.mkdir()
+    jails.mkdir()
+    n1 = Node(tmp_path / "n1", image_store, tenants, jails, "n1", ttl=2)
+    n2 = Node(tmp_path / "n2", image_store, tenants, jails, "n2")
+    try:
+        n1.call(do_converge, {"name": "bob", "uid": 10002, "layout": "overlay", "state": "mounted", "limits": {"disk": 16 << 20}})
+        assert (tenants / "bob/volume.img").is_file(), "the tenant's data is not in a volume on the shared storage"
+        n1.call(write, "bob", "home/bob/work", "written through n1")
+        n1.call(write, "bob", "etc/installed", "in the upper layer")
+        n1.proc.kill()  # the node dies with bob mounted
+        n1.proc.join()
+        assert wait_until(lambda: lease.holder(tenants, "bob") is None)
+        n2.call(do_mount, "bob")
+        assert lease.holder(tenants, "bob")[0] == "n2"  # type: ignore[index]
+        assert n2.call(read, "bob", "home/bob/work") == "written through n1"
+        assert n2.call(read, "bob", "etc/installed") == "in the upper layer"
+        with pytest.raises(NodeError) as full:
+            n2.call(write, "bob", "home/bob/big", "x" * (32 << 20))
+        assert "No space left" in full.value.msg or "quota" in full.value.msg.lower(), full.value.msg
+        n2.call(do_converge, {"name": "bob", "state": "unmounted"})
+    finally:
+        n1.close()
+        n2.close()
