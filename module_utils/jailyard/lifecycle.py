@@ -34,9 +34,31 @@ from .usage import tenant_usage
 from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
 
 
+class _MadeWhenRead:
+    """An attribute holding a value or a function making it: made (once) when first read."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value = getattr(obj, self.slot)
+        if callable(value):
+            value = value()
+            setattr(obj, self.slot, value)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj, self.slot, value)
+
+
 class Result:
     """One jail's outcome. `before` and `after` (state, spec, mounts) are made when first read: a
     bulk run reports only the changed jails', and 10,000 unchanged ones need not copy their specs."""
+
+    before = _MadeWhenRead()
+    after = _MadeWhenRead()
 
     def __init__(
         self,
@@ -51,28 +73,8 @@ class Result:
         self.state = state
         self.changed = changed
         self.actions = actions if actions is not None else []
-        self._before = before if before is not None else {}
-        self._after = after if after is not None else {}
-
-    @property
-    def before(self) -> dict[str, Any]:
-        if callable(self._before):
-            self._before = self._before()
-        return self._before
-
-    @before.setter
-    def before(self, value: dict[str, Any]) -> None:
-        self._before = value
-
-    @property
-    def after(self) -> dict[str, Any]:
-        if callable(self._after):
-            self._after = self._after()
-        return self._after
-
-    @after.setter
-    def after(self, value: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
-        self._after = value
+        self.before = before if before is not None else {}
+        self.after = after if after is not None else {}
 
     def as_dict(self) -> dict[str, Any]:
         return copy.deepcopy(

@@ -149,6 +149,23 @@ def cluster(tmp_path: Path, image_store: Path, mount_guard: None):
             n.close()
 
 
+@pytest.fixture
+def dying_cluster(tmp_path: Path, image_store: Path, mount_guard: None):
+    """n1 with a 2 s lease (a test kills it: its lease then expires soon) and n2, over one tenants
+    directory; (n1, n2, tenants dir)."""
+    tenants, jails = tmp_path / "shared-tenants", tmp_path / "jails"
+    tenants.mkdir()
+    jails.mkdir()
+    made = []
+    try:
+        made.append(Node(tmp_path / "n1", image_store, tenants, jails, "n1", ttl=2))
+        made.append(Node(tmp_path / "n2", image_store, tenants, jails, "n2"))
+        yield made[0], made[1], tenants
+    finally:
+        for n in made:
+            n.close()
+
+
 def test_two_nodes_racing_to_mount_one_tenant_end_with_one_holder_100_times(cluster) -> None:
     """Reproduction: both nodes mount the same tenant at the same instant (a barrier), 100 tenants
     in a row; each time exactly one mounts it and holds its lease, the other is refused naming it."""
@@ -212,35 +229,31 @@ def test_two_nodes_racing_to_take_over_a_dead_nodes_lease_end_with_one_holder_10
         assert sorted(os.listdir(tenants / name / "lease")) == ["g1", "g2"]  # no temp file left
 
 
-def test_a_mount_on_another_node_is_refused_naming_the_holder_then_takes_over_when_it_expires(
-    tmp_path: Path, image_store: Path, mount_guard: None
-) -> None:
+def n2_takes_over_from_dead_n1(n1: Node, n2: Node, tenants: Path, name: str) -> None:
+    """n1 is killed with name mounted (its lease neither renewed nor released); once the lease has
+    expired n2 mounts name and holds it."""
+    n1.proc.kill()
+    n1.proc.join()
+    assert wait_until(lambda: lease.holder(tenants, name) is None)
+    n2.call(do_mount, name)
+    assert lease.holder(tenants, name)[0] == "n2"  # type: ignore[index]
+
+
+def test_a_mount_on_another_node_is_refused_naming_the_holder_then_takes_over_when_it_expires(dying_cluster) -> None:
     """Node n1 mounts alice and dies (killed: its lease is never renewed nor released): n2 is
     refused while the lease runs, naming n1, and mounts alice once it has expired; alice's
     files written through n1 are there. A node that comes back finds its lease lost."""
-    tenants, jails = tmp_path / "shared-tenants", tmp_path / "jails"
-    tenants.mkdir()
-    jails.mkdir()
-    n1 = Node(tmp_path / "n1", image_store, tenants, jails, "n1", ttl=2)
-    n2 = Node(tmp_path / "n2", image_store, tenants, jails, "n2")
-    try:
-        n1.call(do_converge, {"name": "alice", "uid": 10001, "state": "mounted"})
-        n1.call(write, "alice", "home/alice/work", "written through n1")
-        with pytest.raises(NodeError) as held:
-            n2.call(do_mount, "alice")
-        assert held.value.kind == "LeaseHeld" and held.value.holder == "n1"
-        assert re.match(r"^tenant 'alice' is active on node n1 \(its lease runs until 20\d\d-", held.value.msg)
-        assert not n2.call(mounted, "alice")
-        n1.proc.kill()  # the node dies with alice mounted
-        n1.proc.join()
-        assert wait_until(lambda: lease.holder(tenants, "alice") is None)
+    n1, n2, tenants = dying_cluster
+    n1.call(do_converge, {"name": "alice", "uid": 10001, "state": "mounted"})
+    n1.call(write, "alice", "home/alice/work", "written through n1")
+    with pytest.raises(NodeError) as held:
         n2.call(do_mount, "alice")
-        assert lease.holder(tenants, "alice")[0] == "n2"  # type: ignore[index]
-        assert n2.call(read, "alice", "home/alice/work") == "written through n1"
-        n2.call(do_converge, {"name": "alice", "state": "unmounted"})
-    finally:
-        n1.close()
-        n2.close()
+    assert held.value.kind == "LeaseHeld" and held.value.holder == "n1"
+    assert re.match(r"^tenant 'alice' is active on node n1 \(its lease runs until 20\d\d-", held.value.msg)
+    assert not n2.call(mounted, "alice")
+    n2_takes_over_from_dead_n1(n1, n2, tenants, "alice")  # n1 dies with alice mounted
+    assert n2.call(read, "alice", "home/alice/work") == "written through n1"
+    n2.call(do_converge, {"name": "alice", "state": "unmounted"})
 
 
 def test_a_node_that_lost_its_lease_is_told_by_its_expiry_pass_and_unmounts_the_idle_jail(cluster) -> None:
@@ -370,35 +383,21 @@ def test_a_cluster_conf_others_may_write_is_refused(tmp_path: Path) -> None:
         lease.settings_for(tmp_path / "jailyard.conf")
 
 
-def test_an_overlay_tenant_with_a_disk_limit_follows_its_lease_to_another_node_with_its_upper_layer(
-    tmp_path: Path, image_store: Path, mount_guard: None
-) -> None:
+def test_an_overlay_tenant_with_a_disk_limit_follows_its_lease_to_another_node_with_its_upper_layer(dying_cluster) -> None:
     """State that follows the tenant (issue 18): an overlay tenant with limits.disk keeps its home and
     upper layer (what it installed) in its volume, one ext4 image in its directory on the shared
     storage (volume.py; OpenVZ's ploop). n1 mounts it, the tenant's home and its root get a file
     each, n1 dies; n2, once the lease has expired, attaches the same image and mounts it: both
     files are there, and the disk limit still holds there."""
-    tenants, jails = tmp_path / "shared-tenants", tmp_path / "jails"
-    tenants.mkdir()
-    jails.mkdir()
-    n1 = Node(tmp_path / "n1", image_store, tenants, jails, "n1", ttl=2)
-    n2 = Node(tmp_path / "n2", image_store, tenants, jails, "n2")
-    try:
-        n1.call(do_converge, {"name": "bob", "uid": 10002, "layout": "overlay", "state": "mounted", "limits": {"disk": 16 << 20}})
-        assert (tenants / "bob/volume.img").is_file(), "the tenant's data is not in a volume on the shared storage"
-        n1.call(write, "bob", "home/bob/work", "written through n1")
-        n1.call(write, "bob", "etc/installed", "in the upper layer")
-        n1.proc.kill()  # the node dies with bob mounted
-        n1.proc.join()
-        assert wait_until(lambda: lease.holder(tenants, "bob") is None)
-        n2.call(do_mount, "bob")
-        assert lease.holder(tenants, "bob")[0] == "n2"  # type: ignore[index]
-        assert n2.call(read, "bob", "home/bob/work") == "written through n1"
-        assert n2.call(read, "bob", "etc/installed") == "in the upper layer"
-        with pytest.raises(NodeError) as full:
-            n2.call(write, "bob", "home/bob/big", "x" * (32 << 20))
-        assert "No space left" in full.value.msg or "quota" in full.value.msg.lower(), full.value.msg
-        n2.call(do_converge, {"name": "bob", "state": "unmounted"})
-    finally:
-        n1.close()
-        n2.close()
+    n1, n2, tenants = dying_cluster
+    n1.call(do_converge, {"name": "bob", "uid": 10002, "layout": "overlay", "state": "mounted", "limits": {"disk": 16 << 20}})
+    assert (tenants / "bob/volume.img").is_file(), "the tenant's data is not in a volume on the shared storage"
+    n1.call(write, "bob", "home/bob/work", "written through n1")
+    n1.call(write, "bob", "etc/installed", "in the upper layer")
+    n2_takes_over_from_dead_n1(n1, n2, tenants, "bob")  # n1 dies with bob mounted
+    assert n2.call(read, "bob", "home/bob/work") == "written through n1"
+    assert n2.call(read, "bob", "etc/installed") == "in the upper layer"
+    with pytest.raises(NodeError) as full:
+        n2.call(write, "bob", "home/bob/big", "x" * (32 << 20))
+    assert "No space left" in full.value.msg or "quota" in full.value.msg.lower(), full.value.msg
+    n2.call(do_converge, {"name": "bob", "state": "unmounted"})

@@ -423,16 +423,21 @@ def test_an_admin_tenant_keeps_its_upper_layer_in_its_volume(vcfg) -> None:
     assert not cfg.tenant_dir("lab1").exists()
 
 
+def _attach_then(image: str, then: str) -> str:
+    """A python3 -I program that attaches image (volume.attach: dev, fd) and then runs `then`."""
+    return (
+        f"import os, posix, signal, sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); from jailyard import volume; "
+        f"dev, fd = volume.attach({image!r}); {then}"
+    )
+
+
 def test_an_attach_killed_before_its_mount_leaves_no_loop_device(vcfg, tmp_path: Path) -> None:
     """A mount step killed between LOOP_CONFIGURE and the mount (image attached, not mounted): autoclear
     frees the device when the killed process's fd goes; the next mount attaches afresh and works."""
     cfg = vcfg
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
     image = volume.paths(str(cfg.tenants_dir), "alice")[0]
-    code = (
-        f"import os, signal, sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); from jailyard import volume; "
-        f"dev, fd = volume.attach({image!r}); print(dev, flush=True); os.kill(os.getpid(), signal.SIGKILL)"
-    )
+    code = _attach_then(image, "print(dev, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
     killed = subprocess.run(["/usr/bin/python3", "-I", "-c", code], capture_output=True, text=True)
     assert killed.returncode == -9 and killed.stdout.startswith("/dev/loop"), killed.stderr
     assert _freed(tmp_path) == []
@@ -490,10 +495,7 @@ def test_attach_makes_the_loop_device_node_a_static_dev_lacks(vcfg, tmp_path: Pa
     cfg = vcfg
     converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
     image = volume.paths(str(cfg.tenants_dir), "alice")[0]
-    code = (
-        f"import posix, sys; sys.path.insert(0, {str(REPO / 'module_utils')!r}); from jailyard import volume; "
-        f"dev, fd = volume.attach({image!r}); print(dev, posix.stat(dev).st_rdev)"
-    )
+    code = _attach_then(image, "print(dev, posix.stat(dev).st_rdev)")
     script = f"mount -t tmpfs none /dev && mknod /dev/loop-control c 10 237 && exec /usr/bin/python3 -I -c {shlex.quote(code)}"
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
