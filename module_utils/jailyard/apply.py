@@ -255,7 +255,15 @@ def _make_volume(run: _Run, step: Step) -> None:
     argv = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", "-L", f"jy-{run.name}"[:16], "-d", str(seed)]
     if inodes:
         argv += ["-N", str(inodes)]
-    volume.run_tool([*argv, str(image)], f"jail {run.name}: cannot make its volume of {disk} bytes")
+    # On its loop device, not on the file: mkfs.ext4 then learns that its target is not mounted from
+    # one O_EXCL open, where for a file it reads the mount table and stats every mount's source (and
+    # asks every mounted loop device what it backs): at 1,000 mounted volumes, 25 ms against 5 ms.
+    # Closing the device (autoclear) detaches it once mkfs has synced the filesystem to the file.
+    dev, lfd = volume.attach(str(image))
+    try:
+        volume.run_tool([*argv, dev], f"jail {run.name}: cannot make its volume of {disk} bytes")
+    finally:
+        os.close(lfd)
     with opened(os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)) as bfd:
         remove_tree(bfd, seed.name)
 

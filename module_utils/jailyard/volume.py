@@ -3,7 +3,7 @@
 On a kernel without quota support (CONFIG_QUOTA off, so neither ext4 nor XFS project quotas),
 `limits.disk` and `limits.inodes` are enforced by the size of a filesystem instead: the tenant's
 home, tmp or upper+work live in <tenants>/<name>/volume.img, a sparse file holding an ext4
-filesystem (mkfs.ext4 -m 0, -N from limits.inodes), attached to a free loop device
+filesystem (mkfs.ext4 -m 0, -N from limits.inodes, run on a loop device), attached to a free loop device
 (LOOP_CTL_GET_FREE, LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR) and mounted nosuid,nodev at
 <tenants>/<name>/vol, from where the jail's plan binds its pieces. A full volume is ENOSPC to
 the tenant alone; a rename or hard link out of it is EXDEV (another filesystem).
