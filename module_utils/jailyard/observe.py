@@ -17,7 +17,7 @@ from .image import resolve_image
 from .kernel import is_mount_root
 from .mountinfo import MountInfo
 from .plan import MountPlan
-from .safefs import opened
+from .safefs import opened, read_text
 from .service import status as service_status
 from .sessions import live_sessions
 from .spec import TenantSpec
@@ -48,6 +48,7 @@ class Observed:
     mounted: list[str] = dataclasses.field(default_factory=list)
     mount_table: list[MountInfo] | None = None  # this jail's lines of a shared mount table read, if there was one
     plan_text: str | None = None  # the text plan was parsed from (the planner's shortcut: a plan equal to it is not rendered)
+    mounts_read: bool = True  # False: observed with the spec alone (before the lock); read_mounts reads the rest under it
     # Filled by observe_details (under the tenant's lock):
     tenant_dir: bool = False  # <tenants>/<name> exists (anything, even a symlink)
     entries: dict[str, Entry | None] = dataclasses.field(default_factory=dict)  # TENANT_DIRS, home/<name>, TENANT_FILES
@@ -83,9 +84,12 @@ class Observed:
         return {"state": self.state(), "spec": self.spec.to_dict() if self.spec else None, "mounts": list(self.mounted)}
 
 
-def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None) -> Observed:
-    """Spec, plan and mounts: enough to validate what is wanted (read before any lock)."""
+def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None, spec_only: bool = False) -> Observed:
+    """Spec, plan and mounts. spec_only: the spec alone, enough to validate what is wanted before any
+    lock (a bulk run); read_mounts reads the plan and the mounts once, under the tenant's lock."""
     spec = registry.load_spec(cfg, name)
+    if spec_only:
+        return Observed(name, spec, mounts_read=False)
     plan, plan_text = registry.read_plan(cfg, name) if spec else (None, None)
     if mounts is None:
         # A few jails: one statx per planned mount, not a read of the whole
@@ -96,8 +100,17 @@ def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None) -
     return Observed(name, spec, plan, [m.target for m in table], mount_table=table, plan_text=plan_text)
 
 
+def read_mounts(cfg: Config, obs: Observed) -> None:
+    """The plan, and which of its targets are mounted (one statx each): what observe(spec_only=True)
+    left to be read under the tenant's lock."""
+    obs.plan, obs.plan_text = registry.read_plan(cfg, obs.name) if obs.spec else (None, None)
+    targets = obs.plan.targets() if obs.plan else [str(cfg.jail_root(obs.name))]
+    obs.mounted = [t for t in targets if is_mount_root(t)]
+    obs.mounts_read = True
+
+
 def is_current(cfg: Config, obs: Observed) -> bool:
-    """Whether obs still holds under the lock: same spec, and the mount table read (if any) still true (a few statx)."""
+    """Whether obs still holds under the lock: same spec, and the mounts read (if any) still true (a few statx)."""
     # The same tenant.json text as read (no second parse: a tenth of a re-converge, issue 21).
     known = getattr(obs.spec, "source_text", None)
     if known is not None or obs.spec is None:
@@ -105,6 +118,8 @@ def is_current(cfg: Config, obs: Observed) -> bool:
             return False
     elif registry.load_spec(cfg, obs.name) != obs.spec:
         return False
+    if not obs.mounts_read:
+        return True  # nothing else was read before the lock
     if not all(is_mount_root(t) for t in obs.mounted):
         return False
     planned = obs.plan.targets() if obs.plan else []
@@ -128,8 +143,11 @@ def observe_details(
             obs.entries[rel] = _entry(f"{tdir}/{rel}", read=False)
         obs.entries[f"home/{name}"] = _entry(f"{tdir}/home/{name}", read=False)
         obs.entries["vol"] = _entry(f"{tdir}/vol", read=False)  # a volume's mount point (volume.py)
+        # plan and tenant.json were read a moment ago under this lock (read_mounts, is_current): their
+        # text is not read a second time.
+        known = {"plan": obs.plan_text, "tenant.json": getattr(obs.spec, "source_text", None)} if obs.mounts_read else {}
         for rel in TENANT_FILES:
-            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=True)
+            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=True, known=known.get(rel))
     root = _entry(f"{cfg.jails_dir}/{name}", read=False)
     obs.root_dir = root is not None and root.kind == "dir"
     obs.home_owner = leftovers.kept_uid(cfg, name, None)
@@ -189,7 +207,8 @@ def observe_quota(cfg: Config, name: str, uid: int) -> dict[str, Any] | None:
     return {"projects": projects, "limits": (got["bytes_limit"], got["inodes_limit"])}
 
 
-def _entry(path: Any, read: bool) -> Entry | None:
+def _entry(path: Any, read: bool, known: str | None = None) -> Entry | None:
+    """known: the file's text as just read through its path (used when the path is a regular file)."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -204,9 +223,11 @@ def _entry(path: Any, read: bool) -> Entry | None:
         kind = "other"
     text = None
     if read and kind == "file":
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-                text = fh.read()
-        except OSError:
-            text = None
+        if known is not None:
+            text = known
+        else:
+            try:
+                text = read_text(path, errors="surrogateescape", follow=False)
+            except OSError:
+                text = None
     return Entry(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, text)

@@ -8,6 +8,7 @@ import os
 from .config import Config
 from .errors import JailError
 from .plan import MountPlan, is_valid_name, parse_plan
+from .safefs import read_text
 from .spec import TenantSpec
 
 
@@ -32,12 +33,11 @@ def list_names(cfg: Config, pattern: str = "*") -> list[str]:
 def load_spec(cfg: Config, name: str) -> TenantSpec | None:
     path = f"{cfg.tenants_dir}/{name}/tenant.json"
     try:
-        with open(path) as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        return None
+        text = read_text(path)
     except OSError as exc:
         raise JailError(f"cannot read {path}: {exc.strerror}") from exc
+    if text is None:
+        return None
     spec = TenantSpec.from_json(text, path)
     spec.source_text = text  # the planner's and is_current's shortcut (issue 21): not a field, not compared
     return spec
@@ -50,21 +50,15 @@ def load_plan(cfg: Config, name: str) -> MountPlan | None:
 def read_plan(cfg: Config, name: str) -> tuple[MountPlan | None, str | None]:
     """(the parsed plan, its text), or (None, None) without one."""
     path = f"{cfg.tenants_dir}/{name}/plan"
-    try:
-        with open(path) as fh:
-            text = fh.read()
-    except FileNotFoundError:
+    text = read_text(path)
+    if text is None:
         return None, None
     return parse_plan(text, path), text
 
 
 def read_spec_text(cfg: Config, name: str) -> str | None:
     """tenant.json as it is now, unparsed (None without one): whether a spec read earlier still holds."""
-    try:
-        with open(f"{cfg.tenants_dir}/{name}/tenant.json") as fh:
-            return fh.read()
-    except FileNotFoundError:
-        return None
+    return read_text(f"{cfg.tenants_dir}/{name}/tenant.json")
 
 
 def uid_owner(cfg: Config, uid: int) -> str | None:
