@@ -39,6 +39,8 @@ class _Run:
 
 def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
     """Do the steps in order (the caller holds the tenant's lock, as `lock`)."""
+    if not steps:
+        return
     run = _Run(cfg, name, lock)
     for step in steps:
         if step.kind == "net-up":

@@ -16,7 +16,7 @@ from .config import Config
 from .image import resolve_image
 from .kernel import is_mount_root
 from .mountinfo import MountInfo
-from .plan import MountPlan
+from .plan import MountPlan, parse_plan, plan_targets
 from .safefs import opened, read_text
 from .service import status as service_status
 from .sessions import live_sessions
@@ -49,6 +49,7 @@ class Observed:
     mount_table: list[MountInfo] | None = None  # this jail's lines of a shared mount table read, if there was one
     plan_text: str | None = None  # the text plan was parsed from (the planner's shortcut: a plan equal to it is not rendered)
     mounts_read: bool = True  # False: observed with the spec alone (before the lock); read_mounts reads the rest under it
+    uid_held: bool | None = None  # whether the wanted uid's reservation is this tenant's (observe_details; None: not read)
     # Filled by observe_details (under the tenant's lock):
     tenant_dir: bool = False  # <tenants>/<name> exists (anything, even a symlink)
     entries: dict[str, Entry | None] = dataclasses.field(default_factory=dict)  # TENANT_DIRS, home/<name>, TENANT_FILES
@@ -71,6 +72,26 @@ class Observed:
     # file, "mounted": its mount point is, "used": bytes in use while mounted, else None}; None without one.
     volume: dict[str, Any] | None = None
 
+    def defer_plan(self, text: str | None, origin: str) -> None:
+        """Keep the plan's text, parsed (and checked) when `plan` is first read: a re-converge with
+        nothing to change never reads it (read_mounts takes the targets from the text, the planner
+        compares the text with what it would write)."""
+        self.plan_text = text
+        self.__dict__["_plan_origin"] = origin
+        self.__dict__.pop("_plan", None)
+
+    def plan_image(self) -> str | None:
+        """The image the plan names (None without a plan), read from its text while it is unparsed."""
+        if "_plan" not in self.__dict__ and self.plan_text is not None:
+            for line in self.plan_text.splitlines():
+                if line.startswith("image "):
+                    parts = line.split(" ")
+                    if len(parts) == 2:
+                        return parts[1]
+                    break  # malformed: parsing it says how
+        plan = self.plan
+        return plan.image if plan else None
+
     def state(self) -> str:
         if self.spec is None:
             return "absent"
@@ -82,6 +103,23 @@ class Observed:
 
     def summary(self) -> dict[str, Any]:
         return {"state": self.state(), "spec": self.spec.to_dict() if self.spec else None, "mounts": list(self.mounted)}
+
+
+def _plan_get(obs: Observed) -> MountPlan | None:
+    known = obs.__dict__
+    if "_plan" not in known:
+        text = obs.plan_text
+        known["_plan"] = None if text is None else parse_plan(text, known.get("_plan_origin", f"the plan of {obs.name}"))
+    return known["_plan"]
+
+
+def _plan_set(obs: Observed, value: MountPlan | None) -> None:
+    obs.__dict__["_plan"] = value
+
+
+# Observed.plan, set as a field is (the dataclass's __init__ and replace go through it), or left
+# to be parsed from plan_text when first read (defer_plan).
+Observed.plan = property(_plan_get, _plan_set)  # type: ignore[assignment]
 
 
 def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None, spec_only: bool = False) -> Observed:
@@ -103,8 +141,11 @@ def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None, s
 def read_mounts(cfg: Config, obs: Observed) -> None:
     """The plan, and which of its targets are mounted (one statx each): what observe(spec_only=True)
     left to be read under the tenant's lock."""
-    obs.plan, obs.plan_text = registry.read_plan(cfg, obs.name) if obs.spec else (None, None)
-    targets = obs.plan.targets() if obs.plan else [str(cfg.jail_root(obs.name))]
+    origin = registry.plan_path(cfg, obs.name)
+    obs.defer_plan(read_text(origin) if obs.spec else None, origin)
+    targets = plan_targets(obs.plan_text) if obs.plan_text is not None else None
+    if targets is None:
+        targets = obs.plan.targets() if obs.plan else [str(cfg.jail_root(obs.name))]  # parsed: its errors now
     obs.mounted = [t for t in targets if is_mount_root(t)]
     obs.mounts_read = True
 
@@ -139,18 +180,29 @@ def observe_details(
     tdir = f"{cfg.tenants_dir}/{name}"  # str, not Path: pathlib was a tenth of a re-converge (issue 21)
     obs.tenant_dir = os.path.lexists(tdir)
     if obs.tenant_dir:
-        for rel in TENANT_DIRS:
-            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=False)
-        obs.entries[f"home/{name}"] = _entry(f"{tdir}/home/{name}", read=False)
-        obs.entries["vol"] = _entry(f"{tdir}/vol", read=False)  # a volume's mount point (volume.py)
+        # One listing of the tenant dir: what is not there (a bind jail's upper and work, ...) is not lstat'ed.
+        try:
+            there: frozenset[str] | None = frozenset(os.listdir(tdir))
+        except OSError:
+            there = None  # not a directory: every entry is looked at (and refused by the planner)
+        for rel in (*TENANT_DIRS, f"home/{name}", "vol"):  # vol: a volume's mount point (volume.py)
+            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=False) if there is None or rel.partition("/")[0] in there else None
         # plan and tenant.json were read a moment ago under this lock (read_mounts, is_current): their
         # text is not read a second time.
         known = {"plan": obs.plan_text, "tenant.json": getattr(obs.spec, "source_text", None)} if obs.mounts_read else {}
         for rel in TENANT_FILES:
-            obs.entries[rel] = _entry(f"{tdir}/{rel}", read=True, known=known.get(rel))
+            if there is None or rel.partition("/")[0] in there:
+                obs.entries[rel] = _entry(f"{tdir}/{rel}", read=True, known=known.get(rel))
+            else:
+                obs.entries[rel] = None
+        home = obs.entries[f"home/{name}"]
+        obs.home_owner = home.uid if home is not None else None  # leftovers.kept_uid's answer, from the same lstat
+    else:
+        obs.home_owner = None
     root = _entry(f"{cfg.jails_dir}/{name}", read=False)
     obs.root_dir = root is not None and root.kind == "dir"
-    obs.home_owner = leftovers.kept_uid(cfg, name, None)
+    if uid is not None:
+        obs.uid_held = registry.uid_owner(cfg, uid) == name
     obs.sessions = live_sessions(cfg, name, prune=not check)
     obs.service = service_status(cfg, name)
     obs.staging = strays.has_staging(cfg, name)

@@ -146,6 +146,25 @@ def host_target(root: str | Path, target: str) -> str:
     return str(root) if target == "/" else f"{root}{target}"
 
 
+def plan_targets(text: str) -> list[str] | None:
+    """Host paths of a plan's mounts, in order, from its root and mount lines alone (no parse of the
+    rest, no records): what a re-converge asks of every jail's plan (issue 21). None when the text
+    has no root line or no mounts; parse_plan tells what is wrong with it then."""
+    root = None
+    targets = []
+    for line in text.splitlines():
+        if line.startswith("mount "):
+            parts = line.split(" ")
+            if len(parts) != 5:
+                return None
+            targets.append(parts[1])
+        elif line.startswith("root "):
+            root = line[5:]
+    if root is None or not targets:
+        return None
+    return [host_target(root, t) for t in targets]
+
+
 def parse_plan(text: str, origin: str) -> MountPlan:
     """Read a plan file back (the same strict format the launcher parses)."""
     fields: dict[str, str] = {}

@@ -8,6 +8,7 @@ plan; check mode is "plan, do not apply" (apply.py does the steps).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import shlex
 from typing import Any
@@ -68,7 +69,9 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
         return Planned(plan_removal(cfg, obs, want, flags), {"state": "absent", "spec": None, "mounts": []})
     if want.spec is None:
         raise JailError(f"internal error: no spec wanted for {want.name} in state {want.state}")
-    spec = dataclasses.replace(want.spec, limits=dict(want.spec.limits), packages=list(want.spec.packages))
+    spec = copy.copy(want.spec)  # not dataclasses.replace: it re-runs __init__ (a twentieth of a no-op re-converge)
+    spec.limits, spec.packages = dict(want.spec.limits), list(want.spec.packages)
+    spec.__dict__.pop("source_text", None)  # not the text of this spec
     spec.volume = _volume_backed(cfg, obs, spec)
     steps = _clear_strays(obs, keep_uid=spec.uid)
     if want.take_uid_from:
@@ -80,9 +83,10 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
                 owner=want.take_uid_from,
             )
         )
-    if obs.mounted and obs.plan is not None:
+    mounted_image = obs.plan_image() if obs.mounted else None
+    if mounted_image is not None:
         # A mounted jail keeps the image it was mounted with; a new one applies at the next mount.
-        spec.image_id = obs.plan.image
+        spec.image_id = mounted_image
     plan = mount_plan(cfg, spec)
     steps += _creation(cfg, obs, spec, plan)
     steps += _quota(cfg, obs, spec)
@@ -152,21 +156,22 @@ def _file_makers(cfg: Config, spec: TenantSpec, plan: MountPlan) -> list[tuple[s
     return files
 
 
-def _unchanged(obs: Observed, path: str, text: str | None, spec: TenantSpec, plan: MountPlan) -> bool:
-    """Whether the plan or tenant.json on disk is what would be written, without rendering it (issue 21).
+def _unchanged(obs: Observed, path: str, text: str | None, spec: TenantSpec) -> bool:
+    """Whether tenant.json on disk is what would be written, without rendering it (issue 21).
 
-    Holds when the file's text is the text the observed plan or spec was parsed from, and that parse
-    equals what is wanted: the renderers are deterministic, and the parsers strict, so what the file says
-    is what rendering the wanted value would write (a no-op re-converge of 10,000 jails rendered 20,000
-    texts only to compare them). Anything else falls back to rendering and comparing.
+    Holds when the file's text is the text the observed spec was parsed from, and that spec equals
+    what is wanted: the renderer is deterministic, and the parser strict, so what the file says is
+    what rendering the wanted spec would write (a no-op re-converge of 10,000 jails rendered 10,000
+    specs only to compare them). Anything else, and the plan (rendering it is cheaper than parsing
+    it back, which read_mounts leaves undone), is rendered and compared byte for byte.
     """
-    if text is None:
-        return False
-    if path == "plan":
-        return text == obs.plan_text and obs.plan == plan
-    if path == "tenant.json":
-        return obs.spec is not None and text == getattr(obs.spec, "source_text", None) and obs.spec == spec
-    return False
+    return (
+        path == "tenant.json"
+        and text is not None
+        and obs.spec is not None
+        and text == getattr(obs.spec, "source_text", None)
+        and obs.spec == spec
+    )
 
 
 def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> list[Step]:
@@ -191,7 +196,8 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
             steps.append(Step("make-volume", path="volume.img", where="staging", text=f"{disk} {inodes}", paths=data))
         steps.append(Step("publish"))
         return steps
-    steps = [Step("keep-uid", uid=spec.uid)]
+    # The uid's reservation, made again unless observed held (a converge with nothing to change applies nothing).
+    steps = [] if obs.uid_held else [Step("keep-uid", uid=spec.uid)]
     dirs = _dirs(spec)
     if spec.volume:
         # The data dirs are in the volume (made with it); the tenant dir holds its image and mount point.
@@ -206,7 +212,7 @@ def _creation(cfg: Config, obs: Observed, spec: TenantSpec, plan: MountPlan) -> 
     for path, render in _file_makers(cfg, spec, plan):
         entry = obs.entries.get(path)
         if entry is not None and (entry.mode, entry.uid, entry.gid) == (0o644, 0, 0):
-            if _unchanged(obs, path, entry.text, spec, plan):
+            if _unchanged(obs, path, entry.text, spec):
                 continue
             text = render()
             if entry.text == text:

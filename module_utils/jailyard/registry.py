@@ -49,11 +49,15 @@ def load_plan(cfg: Config, name: str) -> MountPlan | None:
 
 def read_plan(cfg: Config, name: str) -> tuple[MountPlan | None, str | None]:
     """(the parsed plan, its text), or (None, None) without one."""
-    path = f"{cfg.tenants_dir}/{name}/plan"
+    path = plan_path(cfg, name)
     text = read_text(path)
     if text is None:
         return None, None
     return parse_plan(text, path), text
+
+
+def plan_path(cfg: Config, name: str) -> str:
+    return f"{cfg.tenants_dir}/{name}/plan"
 
 
 def read_spec_text(cfg: Config, name: str) -> str | None:
@@ -64,7 +68,7 @@ def read_spec_text(cfg: Config, name: str) -> str | None:
 def uid_owner(cfg: Config, uid: int) -> str | None:
     """The tenant holding uid (reservations are symlinks .uids/<uid> -> name, made atomically)."""
     try:
-        return os.readlink(f"{cfg.uid_index()}/{uid}")
+        return os.readlink(f"{cfg.tenants_dir}/.uids/{uid}")  # cfg.uid_index(), without a Path per call
     except FileNotFoundError:
         return None
 

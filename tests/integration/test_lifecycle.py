@@ -324,3 +324,21 @@ def test_a_hand_edited_plan_or_spec_file_is_rewritten_on_the_next_converge(cfg: 
     assert not converge(cfg, item).changed
     assert registry.load_spec(cfg, "edit") == registry.load_spec(cfg, "edit")
     assert converge(cfg, {**item, "state": "mounted"}).changed
+
+    # Mounted, the plan is read from its root, mount and image lines, and the rest compared as text:
+    # a plan saying the same in another form, or with a malformed line elsewhere, is rewritten.
+    spec_file.write_text(good_spec)
+    mounted_plan = plan_file.read_text()
+    for edited in (
+        mounted_plan.replace("nosuid,nodev", "nosuid,,nodev", 1),
+        mounted_plan.replace("\nhostname edit\n", "\nhostname edit x\n"),
+    ):
+        assert edited != mounted_plan
+        plan_file.write_text(edited)
+        assert converge(cfg, {**item, "state": "mounted"}).actions == ["write edit/plan"]
+        assert plan_file.read_text() == mounted_plan
+    # One whose mounts cannot be read is an error naming the line: the mounts it describes are not known.
+    plan_file.write_text(mounted_plan.replace("\nmount /home bind ", "\nmount /home bind x ", 1))
+    with pytest.raises(JailError, match=r"/plan:\d+: malformed plan line 'mount /home bind x "):
+        converge(cfg, {**item, "state": "mounted"})
+    plan_file.write_text(mounted_plan)
