@@ -17,6 +17,7 @@ import glob
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -185,6 +186,22 @@ else:
     word, count = _as(ALICE, code, cfg.jail_root("alice") / "home/alice").stdout.split()
     assert word == "ENOSPC" and int(count) < 2048
     assert tenant_usage(cfg, "alice", ALICE, {})["inodes"]["full"] is True
+
+
+def test_a_create_makes_its_volume_on_a_loop_device_it_lets_go(vcfg, tmp_path: Path) -> None:
+    """mkfs.ext4 runs on the image's loop device (its not-mounted check is then one O_EXCL open, not a
+    scan of the mount table): once created, no device stays attached, the filesystem on the file is
+    whole, and it mounts with the staged home in it."""
+    cfg = vcfg
+    converge(cfg, {"name": "alice", "uid": ALICE, "limits": {"disk": "16M"}, "state": "present"})
+    assert _freed(tmp_path) == []
+    image = cfg.tenant_dir("alice") / "volume.img"
+    fsck = subprocess.run(["e2fsck", "-f", "-n", str(image)], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    converge(cfg, {"name": "alice", "state": "mounted"})
+    assert len(_loops_on(tmp_path)) == 1
+    home = cfg.jail_root("alice") / "home" / "alice"
+    assert (home.stat().st_uid, stat.S_IMODE(home.stat().st_mode)) == (ALICE, 0o700)
 
 
 def test_purge_removes_the_image_and_frees_the_loop_device(vcfg, tmp_path: Path) -> None:
