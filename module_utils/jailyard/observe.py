@@ -179,10 +179,11 @@ def observe_details(
     name = obs.name
     tdir = f"{cfg.tenants_dir}/{name}"  # str, not Path: pathlib was a tenth of a re-converge (issue 21)
     obs.tenant_dir = os.path.lexists(tdir)
+    there: frozenset[str] | None = None
     if obs.tenant_dir:
         # One listing of the tenant dir: what is not there (a bind jail's upper and work, ...) is not lstat'ed.
         try:
-            there: frozenset[str] | None = frozenset(os.listdir(tdir))
+            there = frozenset(os.listdir(tdir))
         except OSError:
             there = None  # not a directory: every entry is looked at (and refused by the planner)
         for rel in (*TENANT_DIRS, f"home/{name}", "vol"):  # vol: a volume's mount point (volume.py)
@@ -219,7 +220,7 @@ def observe_details(
         obs.current_image = resolve_image(cfg, "current")
     if uid is not None:
         obs.quota = observe_quota(cfg, name, uid)
-    if obs.tenant_dir:
+    if obs.tenant_dir and (there is None or "volume.img" in there):  # volume.IMAGE, from the listing above
         obs.volume = observe_volume(cfg, name)
     return obs
 
