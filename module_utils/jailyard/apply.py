@@ -185,7 +185,7 @@ def _end_sessions(run: _Run, step: Step) -> None:
 
 
 def _unmount(run: _Run, step: Step) -> None:
-    unmount_jail(step.path, step.hint, detach=step.detach)
+    unmount_jail(step.path, detach=step.detach)
     leases = lease.settings_for(run.cfg.path)
     if leases is not None:
         lease.release(run.cfg.tenants_dir, run.name, leases)

@@ -177,7 +177,7 @@ def converge_many(
     # unmount it (mount.unmount_jail: mounttable.mounts_below).
     hosts = host_uids()
     # Validate every item before anything changes.
-    observed = [observe(cfg, item["name"], None, spec_only=True) for item in items]  # the plan and mounts: under each lock
+    observed = [observe(cfg, item["name"]) for item in items]  # the spec alone: the plan and mounts under each lock
     if not strays.uids_read and any(
         o.spec is None or (i["state"] == "absent" and i.get("purge")) for i, o in zip(items, observed, strict=True)
     ):
@@ -210,9 +210,8 @@ def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.St
     with lock:
         if not check and not is_current(cfg, obs):
             # Someone changed it between our read and the lock: observe again.
-            obs = observe(cfg, want.name, None)
-        elif not obs.mounts_read:
-            read_mounts(cfg, obs)
+            obs = observe(cfg, want.name)
+        read_mounts(cfg, obs)
         image = want.spec.image if want.spec is not None and want.state == "mounted" else None
         uid = want.spec.uid if want.spec is not None else None
         observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image, uid=uid)

@@ -15,7 +15,6 @@ from . import leftovers, network, quota, registry
 from .config import Config
 from .image import resolve_image
 from .kernel import is_mount_root
-from .mountinfo import MountInfo
 from .plan import MountPlan, parse_plan, plan_targets
 from .safefs import opened, read_text
 from .service import status as service_status
@@ -46,9 +45,8 @@ class Observed:
     spec: TenantSpec | None = None
     plan: MountPlan | None = None
     mounted: list[str] = dataclasses.field(default_factory=list)
-    mount_table: list[MountInfo] | None = None  # this jail's lines of a shared mount table read, if there was one
     plan_text: str | None = None  # the text plan was parsed from (the planner's shortcut: a plan equal to it is not rendered)
-    mounts_read: bool = True  # False: observed with the spec alone (before the lock); read_mounts reads the rest under it
+    mounts_read: bool = True  # False: observed with the spec alone (observe, before the lock); read_mounts reads the rest
     uid_held: bool | None = None  # whether the wanted uid's reservation is this tenant's (observe_details; None: not read)
     # Filled by observe_details (under the tenant's lock):
     tenant_dir: bool = False  # <tenants>/<name> exists (anything, even a symlink)
@@ -122,25 +120,15 @@ def _plan_set(obs: Observed, value: MountPlan | None) -> None:
 Observed.plan = property(_plan_get, _plan_set)  # type: ignore[assignment]
 
 
-def observe(cfg: Config, name: str, mounts: dict[str, list[MountInfo]] | None, spec_only: bool = False) -> Observed:
-    """Spec, plan and mounts. spec_only: the spec alone, enough to validate what is wanted before any
-    lock (a bulk run); read_mounts reads the plan and the mounts once, under the tenant's lock."""
-    spec = registry.load_spec(cfg, name)
-    if spec_only:
-        return Observed(name, spec, mounts_read=False)
-    plan, plan_text = registry.read_plan(cfg, name) if spec else (None, None)
-    if mounts is None:
-        # A few jails: one statx per planned mount, not a read of the whole
-        # mount table (0.4 s with 50,000 mounts on the node).
-        targets = plan.targets() if plan else [str(cfg.jail_root(name))]
-        return Observed(name, spec, plan, [t for t in targets if is_mount_root(t)], plan_text=plan_text)
-    table = mounts.get(name, [])
-    return Observed(name, spec, plan, [m.target for m in table], mount_table=table, plan_text=plan_text)
+def observe(cfg: Config, name: str) -> Observed:
+    """The spec alone: enough to validate what is wanted before any lock. read_mounts reads the plan
+    and the mounts, once, under the tenant's lock."""
+    return Observed(name, registry.load_spec(cfg, name), mounts_read=False)
 
 
 def read_mounts(cfg: Config, obs: Observed) -> None:
-    """The plan, and which of its targets are mounted (one statx each): what observe(spec_only=True)
-    left to be read under the tenant's lock."""
+    """The plan, and which of its targets are mounted (one statx each): what observe left to be read
+    under the tenant's lock."""
     origin = registry.plan_path(cfg, obs.name)
     obs.defer_plan(read_text(origin) if obs.spec else None, origin)
     targets = plan_targets(obs.plan_text) if obs.plan_text is not None else None
@@ -151,21 +139,12 @@ def read_mounts(cfg: Config, obs: Observed) -> None:
 
 
 def is_current(cfg: Config, obs: Observed) -> bool:
-    """Whether obs still holds under the lock: same spec, and the mounts read (if any) still true (a few statx)."""
+    """Whether the spec observed before the lock still holds under it (the rest is read under it)."""
     # The same tenant.json text as read (no second parse: a tenth of a re-converge, issue 21).
     known = getattr(obs.spec, "source_text", None)
     if known is not None or obs.spec is None:
-        if registry.read_spec_text(cfg, obs.name) != known:
-            return False
-    elif registry.load_spec(cfg, obs.name) != obs.spec:
-        return False
-    if not obs.mounts_read:
-        return True  # nothing else was read before the lock
-    if not all(is_mount_root(t) for t in obs.mounted):
-        return False
-    planned = obs.plan.targets() if obs.plan else []
-    mounted = set(obs.mounted)  # checked just above: one statx per target, not two
-    return all(t in mounted or not is_mount_root(t) for t in planned)
+        return registry.read_spec_text(cfg, obs.name) == known
+    return registry.load_spec(cfg, obs.name) == obs.spec
 
 
 def observe_details(

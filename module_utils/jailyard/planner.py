@@ -41,7 +41,6 @@ class Step:
     plan: MountPlan | None = None
     detach: bool = False  # unmount: lazily (force)
     durable: bool = False  # write-file: fsync it (the run syncs the filesystem once otherwise)
-    hint: Any = None  # unmount: this jail's lines of a shared mount table read, or None
     net: Any = None  # issue 17: net-up: {"net", "limits"}; net-down: whether a static address is released too
 
 
@@ -436,7 +435,7 @@ def _unmount(cfg: Config, obs: Observed, force: bool, flags: dict[str, str]) -> 
     root = obs.plan.root if obs.plan else str(cfg.jail_root(obs.name))
     return [
         *steps,
-        Step("unmount", f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}", path=root, detach=force, hint=obs.mount_table),
+        Step("unmount", f"unmount {obs.name}: {' '.join(reversed(obs.mounted))}", path=root, detach=force),
         *_net_down(obs, None),
     ]
 
