@@ -234,9 +234,11 @@ static struct tree acquire_tree(const struct launch *l)
     }
     if (t.step < 0) {
         t.tree_fd = clone_tree(rootfd);
-        /* Last use is stamped when the session ends (and by the mount step): expiry
-         * never takes a jail with a live session, so a stamp here would add nothing. */
+        /* Last use is stamped here, under the lock, as the session starts (a cold start
+         * in hand_over_tree): an expiry pass that holds this lock then needs only the
+         * stamp to know the jail was entered since it listed the session records. */
         write_session(l->args.name, l->args.argv[0], l->pty);
+        touch_lastuse(l->args.name);
         close(t.lock);
     } else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, t.sock) < 0) {
         die_with_error(EXIT_INTERNAL, "socketpair");
@@ -274,6 +276,7 @@ static void hand_over_tree(struct launch *l, struct tree *t, pid_t init)
     }
     close(t->sock[0]);
     write_session(l->args.name, l->args.argv[0], l->pty);
+    touch_lastuse(l->args.name);   /* under the lock, as on a warm start (acquire_tree) */
     close(t->lock);
     waiting_init = -1;
 }

@@ -62,9 +62,10 @@ static int open_run_subdir(const char *name)
 
 /* A purge unlinks a tenant's lock file while holding it (docs/contracts.md,
  * "Locks"): a launch that opened the file before and waited in flock would
- * then hold a lock on a file nobody else can find, so after flock the name must
- * still point at the locked inode, else the lock is taken again on the file
- * now there (the same check as jailyard.lock.tenant_lock). */
+ * then hold a lock on a file nobody else can find, so after flock the locked
+ * inode must still have a link (lock files are only created at their name and
+ * unlinked, never renamed or linked: a link means the name points at it), else
+ * the lock is taken again on the file now there (as jailyard.lock.tenant_lock). */
 int lock_file(const char *lockname, int op)
 {
     int locks = open_run_subdir("locks");
@@ -75,9 +76,8 @@ int lock_file(const char *lockname, int op)
         while (flock(fd, op) < 0)
             if (errno != EINTR)
                 die_with_error(EXIT_INTERNAL, "cannot lock %s", lockname);
-        struct stat held, now;
-        if (fstat(fd, &held) == 0 && fstatat(locks, lockname, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-            held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+        struct stat held;
+        if (fstat(fd, &held) == 0 && held.st_nlink > 0) {
             close(locks);
             return fd;
         }

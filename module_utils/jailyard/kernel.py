@@ -62,7 +62,6 @@ _syscall = _LongFunction(("syscall", _Libc))
 _umount2 = _IntFunction(("umount2", _Libc))
 _syncfs = _IntFunction(("syncfs", _Libc))
 _statx = _IntFunction(("statx", _Libc))
-_statfs = _IntFunction(("statfs", _Libc))
 
 # Syscall numbers of the new mount API are the same on every architecture.
 SYS_OPEN_TREE = 428
@@ -187,23 +186,6 @@ def is_mount_root(path: str) -> bool:
     # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...: only the byte of
     # stx_attributes that holds STATX_ATTR_MOUNT_ROOT (0x2000) is read (one call per planned mount).
     return bool(buf[_MOUNT_ROOT_BYTE][0] & _MOUNT_ROOT_BIT)
-
-
-OVERLAYFS_SUPER_MAGIC = 0x794C7630  # linux/magic.h
-
-
-class _StatfsBuffer(_ctypes.Array):
-    _type_ = _Char
-    _length_ = 120  # sizeof(struct statfs) on 64-bit, more than on 32-bit
-
-
-def fs_magic(path: str) -> int | None:
-    """statfs(2)'s f_type (linux/magic.h) of the filesystem holding path, or None if it cannot be read."""
-    buf = _StatfsBuffer()
-    if _statfs(path.encode(), buf) < 0:
-        return None
-    word = 8 if sys.maxsize > 2**32 else 4  # f_type is a long
-    return int.from_bytes(bytes(buf)[:word], sys.byteorder) & 0xFFFFFFFF
 
 
 def _u32(raw: bytes | bytearray, offset: int) -> int:

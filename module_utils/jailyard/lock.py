@@ -13,14 +13,40 @@ if TYPE_CHECKING:
     from .config import Config
 
 
+_FLAGS = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
+EXCLUSIVE_NOWAIT = fcntl.LOCK_EX | fcntl.LOCK_NB
+
+
+def take(path: str, op: int) -> int:
+    """flock(op) the lock file at path (made if missing): the fd that holds it, or -1 if it is
+    busy and op has LOCK_NB. A file unlinked by a purge between the open and the lock (its link
+    count 0 then) is let go and the file now at path locked instead; see tenant_lock."""
+    while True:
+        fd = open_making_parents(path, _FLAGS, 0o600)
+        try:
+            fcntl.flock(fd, op)
+        except BlockingIOError:
+            posix.close(fd)
+            return -1
+        except OSError as exc:
+            posix.close(fd)
+            raise JailError(f"cannot lock {path}: {exc.strerror}") from exc
+        if posix.fstat(fd).st_nlink > 0:
+            return fd
+        posix.close(fd)
+
+
 class tenant_lock:  # lower case: used like a function, `with tenant_lock(cfg, name):`
     """Hold the tenant's lock for a `with` block, which gets True; with wait=False and
     the lock busy, the block gets False and holds nothing.
 
     A purge unlinks the lock file while it holds it (`unlink_locked`), so a
     locker that opened the file before that and got the lock after it holds a
-    lock nobody else can see: after flock, the path must still name the locked
-    inode, else the lock is taken again on the file now there.
+    lock nobody else can see: after flock, the locked inode must still have a
+    link, else the lock is taken again on the file now there (`take`). A lock
+    file is only ever created at its path and unlinked, never renamed or
+    linked, so a link count above 0 means the path names it (one fstat; no stat
+    of the path).
 
     A class, not a contextlib generator: the launcher's mount step imports this
     on every cold launch, and contextlib is a measurable part of that start.
@@ -32,28 +58,8 @@ class tenant_lock:  # lower case: used like a function, `with tenant_lock(cfg, n
         self.fd = -1
 
     def __enter__(self) -> bool:
-        flags = posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC
-        while True:
-            self.fd = open_making_parents(self.path, flags, 0o600)
-            try:
-                fcntl.flock(self.fd, self.op)
-            except BlockingIOError:
-                self.__exit__()
-                return False
-            except OSError as exc:
-                self.__exit__()
-                raise JailError(f"cannot lock {self.path}: {exc.strerror}") from exc
-            if self._still_linked():
-                return True
-            self.__exit__()  # unlinked by a purge meanwhile: lock the file there now
-
-    def _still_linked(self) -> bool:
-        held = posix.fstat(self.fd)
-        try:
-            now = posix.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+        self.fd = take(self.path, self.op)
+        return self.fd >= 0
 
     def unlink_locked(self) -> bool:
         """Remove the lock file while holding it (purge); lockers waiting on it lock a new one."""

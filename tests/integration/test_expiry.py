@@ -12,6 +12,7 @@ import pytest
 
 from jailyard import expiry
 from jailyard.config import Config
+from jailyard.errors import JailError
 from jailyard.expiry import expire_pass
 from jailyard.lifecycle import converge, converge_many, mount_tenant
 from jailyard.lock import tenant_lock
@@ -123,9 +124,29 @@ def test_jail_left_in_pieces_is_taken_off_whole(cfg: Config, mount_table: str) -
     assert len(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))["pieces"]) == 5
 
 
-@pytest.mark.parametrize("threads", [1, 4])
-def test_many_idle_jails_go_in_one_pass_whatever_the_threads(cfg: Config, threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(expiry, "THREADS", threads)
+def count_umounts_by_process(monkeypatch: pytest.MonkeyPatch, log: str, fail_in_child: str = "") -> None:
+    """Have expiry's umount write its process id to log first (and raise for fail_in_child,
+    in a process other than this one)."""
+    real, parent = expiry.umount, os.getpid()
+
+    def umount(path: str, detach: bool = False) -> None:
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        if fail_in_child and path.endswith(f"/{fail_in_child}") and os.getpid() != parent:
+            raise RuntimeError(f"planted failure at {fail_in_child}")
+        real(path, detach=detach)
+
+    monkeypatch.setattr(expiry, "umount", umount)
+
+
+@pytest.mark.parametrize("mode", ["one thread", "four threads", "forked"])
+def test_many_idle_jails_go_in_one_pass_whatever_the_threads(cfg: Config, mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(expiry, "THREADS", 1 if mode == "one thread" else 4)
+    monkeypatch.setattr(expiry, "FORK_FROM", 2 if mode == "forked" else 10**9)
+    monkeypatch.setattr(expiry.os, "sched_getaffinity", lambda pid: {0, 1})  # two CPUs, whatever this host has
+    log = str(tmp_path / "umounts")
+    count_umounts_by_process(monkeypatch, log)
     names = [f"m{i:03d}" for i in range(100)]
     converge_many(cfg, [{"name": n, "uid": 11000 + i, "layout": "overlay" if i % 3 == 0 else "bind"} for i, n in enumerate(names)])
     assert expire_pass(cfg, log=False).kept_in_use == names
@@ -142,6 +163,25 @@ def test_many_idle_jails_go_in_one_pass_whatever_the_threads(cfg: Config, thread
     finally:
         sleeper.kill()
         sleeper.wait()
+    with open(log) as fh:
+        pids = fh.read().split()
+    assert len(pids) == 97
+    assert len(set(pids)) == (2 if mode == "forked" else 1)  # bind jails half in a forked process, or all here
+
+
+def test_a_failure_in_the_forked_half_of_a_pass_is_raised_naming_it(cfg: Config, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setattr(expiry, "FORK_FROM", 2)
+    monkeypatch.setattr(expiry.os, "sched_getaffinity", lambda pid: {0, 1})
+    count_umounts_by_process(monkeypatch, str(tmp_path / "umounts"), fail_in_child="f3")
+    names = [f"f{i}" for i in range(6)]
+    converge_many(cfg, [{"name": n, "uid": 11200 + i, "layout": "bind"} for i, n in enumerate(names)])
+    expire_pass(cfg, log=False)
+    time.sleep(0.05)
+    with pytest.raises(JailError, match=r"second process failed: RuntimeError: planted failure at f3"):
+        expire_pass(cfg, log=False)
+    # The half done here went (f0 f2 f4), and f1 before the failure there; f3 and f5 stay, whole.
+    assert mounted_jails(cfg) == {"f3", "f5"}
+    assert all(is_mounted(load_plan(cfg, n)) for n in ("f3", "f5"))
 
 
 def test_busy_jail_is_skipped_not_waited_for(cfg: Config) -> None:

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from jailtest import REPO, make_config, remove_cgroups
+from jailyard import expiry
 from jailyard.config import Config
 from jailyard.expiry import expire_pass
 from jailyard.kernel import umount
 from jailyard.lifecycle import converge
 from jailyard.mountinfo import jails_with_mounts, read_mountinfo
 from jailyard.mounttable import ENV_FORCE_MOUNTINFO
-from jailyard.sessions import live_sessions
+from jailyard.sessions import last_use_ns, live_sessions
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("gcc") is None, reason="needs root and gcc")
 
@@ -161,3 +162,33 @@ def test_expiry_removes_the_cgroups_of_a_killed_session_only(jr: tuple[Config, s
         for p in (killed, live):
             p.kill()
             p.wait()
+
+
+def test_a_warm_launch_stamps_its_last_use_as_it_starts_so_a_pass_that_listed_no_session_keeps_it(
+    jr: tuple[Config, str], monkeypatch: pytest.MonkeyPatch, mount_table: str
+) -> None:
+    """A pass lists the session records once, then checks each jail under its lock by its last
+    use alone: a session that began after the listing is seen by the stamp its launch made
+    under the lock, not only by the one it makes when it ends."""
+    cfg, jailrun = jr
+    name = f"stamped-{mount_table}"  # the jail of this run alone (jr is the module's)
+    converge(cfg, {"name": name, "uid": 10004 if mount_table == "listmount" else 10005})
+    expire_pass(cfg, log=False)  # the previous pass: the mount's stamp is older than it
+    time.sleep(0.05)  # past the kernel's coarse file-clock tick
+    before = last_use_ns(cfg, name)
+    session = subprocess.Popen([jailrun, name, "--", "sleep", "30"])
+    try:
+        deadline = time.monotonic() + 10
+        while not live_sessions(cfg, name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert live_sessions(cfg, name) == [session.pid]
+        assert last_use_ns(cfg, name) > before  # stamped as it started, the session still running
+        # The pass's listing of session records as if made just before this session began.
+        monkeypatch.setattr(expiry, "tenants_with_session_records", lambda cfg: frozenset())
+        report = expire_pass(cfg, log=False)
+        assert name in report.kept_in_use and name not in report.unmounted
+        assert name in mounted(cfg)
+        assert session.poll() is None
+    finally:
+        session.kill()
+        session.wait()
