@@ -70,6 +70,7 @@ SYS_FSOPEN = 430
 SYS_FSCONFIG = 431
 SYS_FSMOUNT = 432
 SYS_MOUNT_SETATTR = 442
+SYS_OPENAT2 = 437
 SYS_STATMOUNT = 457
 SYS_LISTMOUNT = 458
 
@@ -103,6 +104,8 @@ STATMOUNT_FS_TYPE = 0x20
 STATMOUNT_SB_SOURCE = 0x200
 MNT_ID_REQ_SIZE_VER0 = 24
 LSMT_ROOT = 0xFFFFFFFFFFFFFFFF
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
 ENOSYS = 38
 EOVERFLOW = 75
 
@@ -122,6 +125,21 @@ def _check(ret: int, what: str) -> int:
 def _u64s(*values: int) -> bytes:
     """A C struct of u64 fields (struct mount_attr), passed by pointer."""
     return b"".join(v.to_bytes(8, sys.byteorder) for v in values)
+
+
+def open_beneath(dirfd: int, rel: str, flags: int) -> int:
+    """openat2(2) of rel below dirfd with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: no symlink
+    followed anywhere (a trailing one too, unless flags has O_NOFOLLOW), no escape by '..' or an
+    absolute path. The fd, or minus the errno when it refuses or fails (callers walk the path
+    again to say why). Unsupported on a kernel without openat2 (ENOSYS: before 5.6)."""
+    how = _u64s(flags, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)  # struct open_how: flags, mode, resolve
+    fd = _syscall(SYS_OPENAT2, dirfd, rel.encode(), how, len(how))
+    if fd >= 0:
+        return fd
+    err = _ctypes.get_errno()
+    if err == ENOSYS:
+        raise Unsupported("openat2: the kernel has no openat2(2) (Linux 5.6)")
+    return -err
 
 
 def open_tree_clone(dirfd: int, path: str = "", recursive: bool = False) -> int:

@@ -47,6 +47,7 @@ import os
 from typing import Any
 
 from .errors import JailError
+from .safefs import read_text
 
 MODES = ("none", "host", "private")
 NET_LIMIT_KEYS = ("net_rate",)  # in the spec's limits; never a plan line (launcher/parse.c reads those by position)
@@ -296,10 +297,8 @@ def _pub_chain(name: str) -> str:
 
 def read_record(cfg: Any, name: str) -> dict[str, Any] | None:
     try:
-        with open(_record_path(cfg, name)) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return None
+        text = read_text(_record_path(cfg, name))  # posix calls: every converge asks, most tenants have none
+        return None if text is None else json.loads(text)
     except (OSError, ValueError):
         return {"broken": True}
 

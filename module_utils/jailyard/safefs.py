@@ -2,8 +2,8 @@
 
 Tenant-writable paths (home, tmp, upper) are hostile: every root-side open,
 chown, chmod, mount target and removal goes through a descriptor resolved one
-component at a time with O_NOFOLLOW, the equivalent of
-openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH).
+component at a time with O_NOFOLLOW, or by one openat2(RESOLVE_NO_SYMLINKS |
+RESOLVE_BENEATH) where the kernel has it (open_beneath).
 
 The launcher's mount step imports this module on every cold launch, so it
 imports only posix (os's C core, loaded with the interpreter: `import os` alone
@@ -52,9 +52,30 @@ def read_text(path: str, errors: str = "strict", follow: bool = True) -> str | N
     return b"".join(chunks).decode("utf-8", errors)
 
 
+# Whether open_beneath asks openat2(2) first: [] until the first call finds out, [False] where
+# the kernel lacks it (before 5.6) or tests force the walk (monkeypatch _OPENAT2 to [False]).
+_OPENAT2: list[bool] = []
+
+
 def open_beneath(root_fd: int, rel: str | Path, directory: bool = True, what: str | None = None) -> int:
-    """An O_PATH fd for root_fd/rel, refusing any symlink on the way (and at the end)."""
+    """An O_PATH fd for root_fd/rel, refusing any symlink on the way (and at the end).
+
+    One openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) where the kernel has it: mounting a jail
+    resolves 13 paths of 2-4 components this way, and the walk one component at a time (an open
+    and a close each) was a third of a bind jail's mount (issue 21). When openat2 refuses or
+    fails, or the kernel lacks it, the walk below opens it or says which component is wrong."""
     parts = _components(rel)
+    if parts and _OPENAT2 != [False]:
+        from . import kernel
+
+        flags = posix.O_PATH | posix.O_CLOEXEC | (posix.O_DIRECTORY if directory else 0)
+        try:
+            fd = kernel.open_beneath(root_fd, "/".join(parts), flags)
+        except kernel.Unsupported:
+            _OPENAT2[:] = [False]
+            fd = -1
+        if fd >= 0:
+            return fd
     fd = posix.dup(root_fd)
     try:
         for i, part in enumerate(parts):

@@ -7,12 +7,55 @@ import shutil
 
 import pytest
 
+from jailyard import kernel, safefs
 from jailyard.config import Config
 from jailyard.errors import JailError
 from jailyard.lifecycle import converge, mount_tenant
 from jailyard.mountinfo import read_mountinfo
+from jailyard.safefs import open_beneath
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+@pytest.fixture(params=["openat2", "walk"], autouse=True)
+def resolve(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: paths resolved by openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), and
+    one component at a time (the fallback where the kernel has no openat2, forced here)."""
+    monkeypatch.setattr(safefs, "_OPENAT2", [] if request.param == "openat2" else [False])
+    return request.param
+
+
+def test_open_beneath_opens_below_its_root_and_refuses_every_symlink_naming_it(tmp_path, resolve: str, monkeypatch) -> None:
+    calls = []
+    real = kernel.open_beneath
+    monkeypatch.setattr(kernel, "open_beneath", lambda *a: calls.append(a[1]) or real(*a))
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_text("x")
+    (tmp_path / "a" / "link").symlink_to("/etc")
+    (tmp_path / "a" / "flink").symlink_to("b/f")
+    top = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for rel, directory in (("a/b", True), ("./a//b/f", False)):
+            fd = open_beneath(top, rel, directory=directory)
+            try:
+                assert os.fstat(fd).st_ino == os.stat(tmp_path / rel).st_ino
+            finally:
+                os.close(fd)
+        assert calls == (["a/b", "a/b/f"] if resolve == "openat2" else [])  # one openat2 each, or the walk alone
+        with pytest.raises(JailError, match=r"refusing to follow symlink at a/link/passwd \(component 'link'\)"):
+            open_beneath(top, "a/link/passwd", directory=False)
+        with pytest.raises(JailError, match=r"refusing to follow symlink at a/link \(component 'link'\)"):
+            open_beneath(top, "a/link")
+        with pytest.raises(JailError, match=r"refusing to follow symlink at a/flink$"):
+            open_beneath(top, "a/flink", directory=False)
+        with pytest.raises(JailError, match=r"a/b/f: component 'f' is not a directory"):
+            open_beneath(top, "a/b/f")
+        with pytest.raises(JailError, match=r"'\.\.' is not allowed"):
+            open_beneath(top, "a/../../etc")
+        with pytest.raises(JailError, match=r"cannot open a/missing: No such file"):
+            open_beneath(top, "a/missing")
+    finally:
+        os.close(top)
 
 
 def etc_state() -> list[tuple[str, int, int]]:

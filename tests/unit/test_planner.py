@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -200,7 +199,7 @@ def test_a_mounted_jail_keeps_its_image_until_the_next_fresh_mount() -> None:
 def test_repairs_are_one_action_each_and_a_symlink_is_refused() -> None:
     obs = observed("present")
     obs.entries["tmp"] = Entry("dir", 0o755, 0, 0)
-    obs.entries["etc/passwd"] = dataclasses.replace(obs.entries["etc/passwd"], text="tampered\n")
+    obs.entries["etc/passwd"] = obs.entries["etc/passwd"]._replace(text="tampered\n")
     obs.entries["home/alice"] = Entry("dir", 0o755, 0, 0)
     assert plan_jail(CFG, obs, want("present"), MODULE_FLAGS).actions == [
         "fix alice/tmp",
