@@ -103,7 +103,16 @@ def test_expired_jail_is_mounted_again_on_demand(cfg: Config) -> None:
     assert len(jails_with_mounts(read_mountinfo(), str(cfg.jails_dir))["back"]) == 5
 
 
-def test_jail_left_in_pieces_is_taken_off_whole(cfg: Config, mount_table: str) -> None:
+@pytest.fixture(params=["plain dir", "own tmpfs"])
+def jails_fs(request: pytest.FixtureRequest, cfg: Config) -> str:
+    """The jails directory a plain directory (mount roots asked with statx), or a tmpfs of its
+    own as on a node (told by st_dev and link counts); mount_guard unmounts it after."""
+    if request.param == "own tmpfs":
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=16m", "jailyard-test-jails", str(cfg.jails_dir)], check=True)
+    return request.param
+
+
+def test_jail_left_in_pieces_is_taken_off_whole(cfg: Config, mount_table: str, jails_fs: str) -> None:
     """Root gone, /home still attached below the bare directory (a reboot-like mess): the pass finds
     the pieces (in the mount table: listmount of the jails dir's mount, or mountinfo) and unmounts them all."""
     converge_many(cfg, [{"name": "whole", "uid": 10001}, {"name": "pieces", "uid": 10002}])
@@ -141,7 +150,9 @@ def count_umounts_by_process(monkeypatch: pytest.MonkeyPatch, log: str, fail_in_
 
 
 @pytest.mark.parametrize("mode", ["one thread", "four threads", "forked"])
-def test_many_idle_jails_go_in_one_pass_whatever_the_threads(cfg: Config, mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_many_idle_jails_go_in_one_pass_whatever_the_threads(
+    cfg: Config, mode: str, monkeypatch: pytest.MonkeyPatch, tmp_path, jails_fs: str
+) -> None:
     monkeypatch.setattr(expiry, "THREADS", 1 if mode == "one thread" else 4)
     monkeypatch.setattr(expiry, "FORK_FROM", 2 if mode == "forked" else 10**9)
     monkeypatch.setattr(expiry.os, "sched_getaffinity", lambda pid: {0, 1})  # two CPUs, whatever this host has
