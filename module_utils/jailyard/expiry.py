@@ -17,6 +17,7 @@ import time
 
 from .config import Config
 from .errors import JailError
+from .gcpause import collector_paused
 from .kernel import is_mount_root, umount
 from .lease import release as release_lease
 from .lease import renew as renew_lease
@@ -54,6 +55,7 @@ class ExpiryReport:
         return dataclasses.asdict(self)
 
 
+@collector_paused
 def expire_pass(cfg: Config, log: bool = True) -> ExpiryReport:
     """One pass over the mounted jails.
 

@@ -12,8 +12,6 @@ anything.
 from __future__ import annotations
 
 import copy
-import functools
-import gc
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +21,7 @@ from . import leftovers, network, quota, registry
 from .apply import apply_steps
 from .config import Config
 from .errors import JailError
+from .gcpause import collector_paused
 from .image import resolve_image
 from .kernel import is_mount_root, syncfs
 from .lock import tenant_lock
@@ -34,28 +33,6 @@ from .sessions import live_sessions, tenants_with_session_records
 from .spec import LIMIT_KEYS, check_name
 from .usage import tenant_usage
 from .wanted import MODULE_FLAGS, STATES, Wanted, host_uids, normalize, wanted
-
-
-def _collector_paused(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Run func with Python's cyclic garbage collector off (on again after, if it was).
-
-    A bulk pass over 10,000 jails allocates millions of short-lived objects and keeps its results,
-    so the collector walked a growing heap again and again: a quarter of a no-op re-converge of
-    10,000 jails (issue 21). What the pass makes is freed by reference counting; a cycle it leaves
-    waits for the next collection after it.
-    """
-
-    @functools.wraps(func)
-    def paused(*args: Any, **kwargs: Any) -> Any:
-        if not gc.isenabled():
-            return func(*args, **kwargs)
-        gc.disable()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            gc.enable()
-
-    return paused
 
 
 class _MadeWhenRead:
@@ -145,7 +122,7 @@ def converge(cfg: Config, params: dict[str, Any], check: bool = False, flags: di
     return converge_many(cfg, [params], check=check, flags=flags)[0]
 
 
-@_collector_paused
+@collector_paused
 def converge_many(
     cfg: Config,
     items: Iterable[dict[str, Any]],
@@ -260,7 +237,7 @@ def mount_tenant(cfg: Config, name: str, lock_held: bool = False) -> Result:
     return result
 
 
-@_collector_paused
+@collector_paused
 def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage: bool = False) -> list[dict[str, Any]]:
     """Facts for every jail matching pattern: one read of each spec, one statx per planned mount.
 
