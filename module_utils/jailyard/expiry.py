@@ -182,14 +182,14 @@ class _Step:
     ) -> None:
         self.cfg, self.previous, self.started_ns, self.leases = cfg, previous, started_ns, leases
         self.listed, self.by_jail, self.partial = listed, by_jail, partial
-        self.jails, self.locks, self.lastuse = str(cfg.jails_dir), f"{cfg.run_dir}/locks", f"{cfg.run_dir}/lastuse"
+        self.jails, self.locks = str(cfg.jails_dir), f"{cfg.run_dir}/locks"
         self.ended: list[tuple[str, int]] = []  # sessions whose launcher left its record: killed
 
     def __call__(self, name: str) -> tuple[str, str]:
         """(report list, error): kept_in_use, kept_busy, unmounted, or error and why.
 
         Run once per mounted jail (10,000 in bench/scale), so the lock is taken with
-        lock.take, not the tenant_lock object, and last use is one stat here."""
+        lock.take, not the tenant_lock object."""
         cfg, ended, listed = self.cfg, self.ended, self.listed
         sessions, service = name in listed.sessions, name in listed.services
         # A tenant with session records or a service loop listed is asked before its lock, so a jail
@@ -203,14 +203,7 @@ class _Step:
         try:
             # Whoever entered or mounted the jail since the listings stamped its last use before
             # letting go of this lock (a launch as its session starts, a mount as it ends).
-            if sessions or service:
-                used = _used_since(cfg, name, self.previous, self.started_ns, ended, sessions, service)
-            else:
-                try:
-                    used = posix.stat(f"{self.lastuse}/{name}").st_mtime_ns > self.previous
-                except FileNotFoundError:
-                    used = False
-            if used:
+            if _used_since(cfg, name, self.previous, self.started_ns, ended, sessions, service):
                 return "kept_in_use", ""
             try:
                 self.take_off(name)
@@ -303,19 +296,21 @@ def _forked_steps(step: _Step, names: list[str], forked: list[str]) -> dict[str,
     out = posix.memfd_create("jailyard-expire", posix.MFD_CLOEXEC)
     try:
         pid = posix.fork()
-        if pid == 0:  # the child: its half, its outcomes, gone
-            lines, code = [], 0
+        if pid == 0:  # the child: its half, its outcomes, gone, whatever happens (never back into the caller)
+            code = 1
             try:
-                for name in forked:
-                    kind, error = step(name)
-                    lines.append(f"{name}\t{kind}\t{error}".replace("\n", " "))
-            except BaseException as exc:  # noqa: BLE001 - handed to the parent
-                lines.append(f"{_FAILED}\t{type(exc).__name__}: {exc}".replace("\n", " "))
-                code = 1
-            finally:
+                lines = []
+                try:
+                    for name in forked:
+                        kind, error = step(name)
+                        lines.append(f"{name}\t{kind}\t{error}".replace("\n", " "))
+                except BaseException as exc:  # noqa: BLE001 - handed to the parent
+                    lines.append(f"{_FAILED}\t{type(exc).__name__}: {exc}".replace("\n", " "))
                 data = "\n".join(lines).encode("utf-8", "surrogateescape")
                 while data:
                     data = data[posix.write(out, data) :]
+                code = 0
+            finally:
                 posix._exit(code)
         theirs = frozenset(forked)
         try:
@@ -336,7 +331,9 @@ def _forked_steps(step: _Step, names: list[str], forked: list[str]) -> dict[str,
             raise JailError(f"expiry: the second process taking idle jails off was killed by signal {posix.WTERMSIG(status)}")
         missing = sum(name not in outcomes for name in forked)
         if missing:
-            raise JailError(f"expiry: the second process taking idle jails off left {missing} of them unreported (exit {status >> 8})")
+            raise JailError(
+                f"expiry: the second process taking idle jails off left {missing} of them unreported (exit {posix.WEXITSTATUS(status)})"
+            )
         return outcomes
     finally:
         posix.close(out)
