@@ -17,7 +17,7 @@ from .config import Config
 from .control import kill_sessions
 from .errors import JailError
 from .lock import tenant_lock
-from .mount import mount_jail, open_trusted, unmount_jail
+from .mount import Anchors, mount_jail, open_trusted, unmount_jail
 from .planner import Step
 from .safefs import atomic_write, ensure_dir, opened, remove_tree
 from .sessions import touch_lastuse
@@ -26,8 +26,8 @@ from .sessions import touch_lastuse
 class _Run:
     """One jail's steps being applied: where they write, and what a failed create must undo."""
 
-    def __init__(self, cfg: Config, name: str, lock: Any) -> None:
-        self.cfg, self.name, self.lock = cfg, name, lock
+    def __init__(self, cfg: Config, name: str, lock: Any, anchors: Anchors | None = None) -> None:
+        self.cfg, self.name, self.lock, self.anchors = cfg, name, lock, anchors
         self.tenant_dir = cfg.tenant_dir(name)
         self.staging = cfg.tenants_dir / f"{leftovers.STAGING_PREFIX}{name}"
         self.reserved: int | None = None  # a uid this create reserved, until published
@@ -37,11 +37,12 @@ class _Run:
         return self.staging if step.where == "staging" else self.tenant_dir
 
 
-def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any) -> None:
-    """Do the steps in order (the caller holds the tenant's lock, as `lock`)."""
+def apply_steps(cfg: Config, name: str, steps: list[Step], lock: Any, anchors: Anchors | None = None) -> None:
+    """Do the steps in order (the caller holds the tenant's lock, as `lock`; a bulk run passes the
+    mount.Anchors it shares across its jails)."""
     if not steps:
         return
-    run = _Run(cfg, name, lock)
+    run = _Run(cfg, name, lock, anchors)
     for step in steps:
         if step.kind == "net-up":
             network.preflight(cfg, name, step.net["net"])  # issue 17: refused before anything changes
@@ -167,7 +168,9 @@ def _mount(run: _Run, step: Step) -> None:
     leases = lease.settings_for(run.cfg.path)
     if leases is not None:
         lease.acquire(run.cfg.tenants_dir, run.name, leases)  # LeaseHeld: another node has it; nothing mounted
-    mount_jail(run.cfg, step.plan)
+    # The state read under this lock (the step's), unless the plan's targets changed since.
+    state = list(zip(step.plan.mounts, step.present, strict=True)) if step.present else None
+    mount_jail(run.cfg, step.plan, state, run.anchors)
     touch_lastuse(run.cfg, run.name)
 
 

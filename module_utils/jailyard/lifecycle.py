@@ -25,6 +25,7 @@ from .gcpause import collector_paused
 from .image import resolve_image
 from .kernel import is_mount_root, syncfs
 from .lock import tenant_lock
+from .mount import Anchors
 from .observe import Observed, is_current, observe, observe_details, read_mounts
 from .plan import host_target
 from .planner import mount_plan, plan_jail, plan_mount
@@ -161,26 +162,131 @@ def converge_many(
         strays.read_uids(cfg)  # a create, a purge or a name without a spec may have uids an interrupted run left
     claimed: dict[int, str] = {}  # uids and gids of the jails this run creates
     wants = [wanted(cfg, item, obs, hosts, flags, claimed) for item, obs in zip(items, observed, strict=True)]
-    results: list[Result] = []
+    done: dict[int, Result] = {}  # by the item's index
+    anchors = Anchors(cfg)  # the jails, tenants and images directories, opened once for every mount of the run
+    work = list(zip(range(len(wants)), observed, wants, strict=True))
+    ctx = (cfg, strays, flags, check, anchors)
     try:
-        for obs, want in zip(observed, wants, strict=True):
-            try:
-                results.append(_converge_one(cfg, obs, want, strays, flags, check))
-            except JailError as exc:
-                error = str(exc)
-            except OSError as exc:
-                error = f"jail {want.name}: {exc.filename or 'I/O'}: {exc.strerror}"
-            else:
-                continue
-            later = [w.name for w in wants[len(results) + 1 :]]
-            raise PartialFailure(want.name, error, results, later) from None
+        failure = _converge_forked(work, done, ctx) if _forks(observed, wants, check) else _converge_in_order(work, done, ctx)
+        if failure is not None:
+            index, error = failure
+            later = [w.name for i, w in enumerate(wants) if i not in done and i != index]
+            raise PartialFailure(wants[index].name, error, [done[i] for i in sorted(done)], later)
     finally:
-        if not check and any(r.changed for r in results):
+        anchors.close()
+        if not check and any(r.changed for r in done.values()):
             _syncfs(cfg.tenants_dir)
-    return results
+    return [done[i] for i in range(len(wants))]
 
 
-def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.Strays, flags: dict[str, str], check: bool) -> Result:
+# A bulk run of FORK_FROM jails or more, on a node with two or more CPUs, converges every second
+# jail in a forked copy of this process while this one converges the others (issue 21: the work a
+# jail takes is mostly Python, so threads would take turns on the interpreter lock). Each jail is
+# still observed, planned and changed under its own lock, as when two runs converge different
+# jails at once, and the run still stops at the first failure, in both processes (a shared byte).
+# Not with a private network in the run (the first such mount makes the node's bridge and table:
+# one process), nor in check mode.
+FORK_FROM = 1000
+
+_Work = list[tuple[int, Observed, Wanted]]
+
+
+def _forks(observed: list[Observed], wants: list[Wanted], check: bool) -> bool:
+    if check or len(wants) < FORK_FROM or len(os.sched_getaffinity(0)) < 2:
+        return False
+    specs = [o.spec for o in observed] + [w.spec for w in wants]
+    return not any(spec is not None and spec.net == "private" for spec in specs)
+
+
+def _converge_in_order(work: _Work, done: dict[int, Result], ctx: tuple, stop: Any = None) -> tuple[int, str] | None:
+    """Converge each jail in turn into done (by index); at the first failure, (its index, why).
+    stop: a byte shared with the other process of a forked run, set by the first to fail."""
+    cfg, strays, flags, check, anchors = ctx
+    for index, obs, want in work:
+        if stop is not None and stop[0]:
+            return None
+        try:
+            done[index] = _converge_one(cfg, obs, want, strays, flags, check, anchors)
+        except JailError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"jail {want.name}: {exc.filename or 'I/O'}: {exc.strerror}"
+        else:
+            continue
+        if stop is not None:
+            stop[0] = 1
+        return index, error
+    return None
+
+
+def _converge_forked(work: _Work, done: dict[int, Result], ctx: tuple) -> tuple[int, str] | None:
+    """_converge_in_order for every second jail in a child process, for the others here, at once.
+
+    The child hands back its results (before and after made there: the observations are its own),
+    pickled into a memfd, and leaves with os._exit (no atexit, no buffer flushed twice). A child
+    that crashed or was killed is raised here as a JailError, and stops this half too."""
+    import mmap
+    import pickle
+
+    stop = mmap.mmap(-1, 1)  # MAP_SHARED | MAP_ANONYMOUS: one byte both processes see
+    out = os.memfd_create("jailyard-converge", os.MFD_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: its half, its results, gone, whatever happens (never back into the caller)
+            code = 1
+            try:
+                theirs: dict[int, Result] = {}
+                try:
+                    failure = _converge_in_order(work[1::2], theirs, ctx, stop)
+                    made = [(i, r.name, r.state, r.changed, r.actions, r.before, r.after) for i, r in theirs.items()]
+                    data = pickle.dumps(("done", made, failure), pickle.HIGHEST_PROTOCOL)
+                except BaseException as exc:  # noqa: BLE001 - handed to the parent
+                    stop[0] = 1
+                    data = pickle.dumps(("crashed", f"{type(exc).__name__}: {exc}", None))
+                while data:
+                    data = data[os.write(out, data) :]
+                code = 0
+            finally:
+                os._exit(code)
+        try:
+            failure = _converge_in_order(work[0::2], done, ctx, stop)
+        except BaseException:
+            stop[0] = 1
+            raise
+        finally:
+            status = os.waitpid(pid, 0)[1]
+        os.lseek(out, 0, 0)
+        with os.fdopen(os.dup(out), "rb") as fh:
+            raw = fh.read()
+        if os.WIFSIGNALED(status):
+            raise JailError(f"the second process of this bulk run was killed by signal {os.WTERMSIG(status)}")
+        if not raw:
+            raise JailError(f"the second process of this bulk run reported nothing (exit {os.WEXITSTATUS(status)})")
+        kind, made, failed_there = pickle.loads(raw)  # our own child's, through a memfd only we hold
+        if kind == "crashed":
+            stop[0] = 1
+            raise JailError(f"the second process of this bulk run failed: {made}")
+        for index, name, state, changed, actions, before, after in made:
+            done[index] = Result(name=name, state=state, changed=changed, actions=actions, before=before, after=after)
+        failures = sorted(f for f in (failure, failed_there) if f is not None)
+        if len(failures) == 2:
+            (first, error), (other, why) = failures
+            return first, f"{error} (and {work[other][2].name}: {why})"
+        return failures[0] if failures else None
+    finally:
+        stop.close()
+        os.close(out)
+
+
+def _converge_one(
+    cfg: Config,
+    obs: Observed,
+    want: Wanted,
+    strays: leftovers.Strays,
+    flags: dict[str, str],
+    check: bool,
+    anchors: Anchors | None = None,
+) -> Result:
     """Observe the rest, plan, and (unless check) apply, holding the jail's lock."""
     result = Result(name=want.name, state=want.state, before=obs.summary)
     lock = _no_lock() if check else tenant_lock(cfg, want.name)
@@ -194,7 +300,7 @@ def _converge_one(cfg: Config, obs: Observed, want: Wanted, strays: leftovers.St
         observe_details(cfg, obs, strays, check, want.purge and want.state == "absent", image, uid=uid)
         planned = plan_jail(cfg, obs, want, flags)
         if not check:
-            apply_steps(cfg, want.name, planned.steps, lock)
+            apply_steps(cfg, want.name, planned.steps, lock, anchors)
     result.actions = planned.actions
     result.after = planned.after_maker
     result.changed = bool(result.actions)

@@ -22,12 +22,18 @@ if TYPE_CHECKING:
     from .mountinfo import MountInfo
 
 
+_ATTRS: dict[tuple[str, ...], int] = {}
+
+
 def _attrs(options: tuple[str, ...]) -> int:
-    attrs = 0
-    for opt in options:
-        if opt not in kernel.ATTR_BY_OPTION:
-            raise JailError(f"unknown mount option {opt!r} in plan")
-        attrs |= kernel.ATTR_BY_OPTION[opt]
+    attrs = _ATTRS.get(options)
+    if attrs is None:
+        attrs = 0
+        for opt in options:
+            if opt not in kernel.ATTR_BY_OPTION:
+                raise JailError(f"unknown mount option {opt!r} in plan")
+            attrs |= kernel.ATTR_BY_OPTION[opt]
+        _ATTRS[options] = attrs
     return attrs
 
 
@@ -55,12 +61,14 @@ def is_mounted(plan: MountPlan) -> bool:
     return all(present for _entry, present in mount_state(plan))
 
 
-def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]] | None = None) -> list[str]:
+def mount_jail(
+    cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]] | None = None, anchors: Anchors | None = None
+) -> list[str]:
     """Mount every missing entry of the plan, in order; returns the targets mounted.
 
-    The caller holds the tenant lock (and may pass the mount_state it just read).
-    A jail whose root is not mounted but has leftovers below it (stale pieces)
-    is cleared first, so nothing stacks.
+    The caller holds the tenant lock (and may pass the mount_state it read under it, and the
+    Anchors a bulk run shares). A jail whose root is not mounted but has leftovers below it
+    (stale pieces) is cleared first, so nothing stacks.
     """
     if state is None:
         state = mount_state(plan)
@@ -78,17 +86,28 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
         state = [(m, False) for m, _present in state]
     volume_mounted = _ensure_volume(cfg, plan) if plan.volume else False
     done: list[str] = []
-    fds = _Fds(cfg, plan)
+    own = anchors is None
+    if anchors is None:
+        anchors = Anchors(cfg)
+    root_fd = -1
     try:
-        with opened(open_trusted(cfg.jails_dir, cfg.jails_dir)) as jails_fd:
-            _ensure_root_dir(jails_fd, plan.name)
+        jails = posix.fspath(cfg.jails_dir).rstrip("/")
+        if root != f"{jails}/{plan.name}":
+            raise JailError(f"refusing the jail root {root}: it is not {jails}/{plan.name}")
+        _ensure_root_dir(anchors.jails(), plan.name)
+        root_fd = open_beneath(anchors.jails(), plan.name, what=root)
+        tenant_prefix = f"{posix.fspath(cfg.tenants_dir).rstrip('/')}/"
         for entry, present in state:
             if present:
                 continue
-            _mount_entry(cfg, plan, entry, fds)
+            _mount_entry(cfg, plan, entry, root_fd, anchors, tenant_prefix)
             done.append(entry.target)
             if entry.target == "/":
-                fds.close_root()  # the root fd named the directory under the new mount
+                # The root fd named the directory under the new mount: what is below is opened
+                # through the mount.
+                posix.close(root_fd)
+                root_fd = -1
+                root_fd = open_beneath(anchors.jails(), plan.name, what=root)
     except BaseException:
         # All or nothing: never leave a jail half-mounted by this call.
         for target in reversed(done):
@@ -99,7 +118,10 @@ def mount_jail(cfg: Config, plan: MountPlan, state: list[tuple[MountEntry, bool]
             unmount(posix.fspath(cfg.tenants_dir), plan.name)
         raise
     finally:
-        fds.close()
+        if root_fd >= 0:
+            posix.close(root_fd)
+        if own:
+            anchors.close()
     return done
 
 
@@ -114,40 +136,47 @@ def _ensure_volume(cfg: Config, plan: MountPlan) -> bool:
     return ensure_mounted(tenants, posix.fspath(cfg.run_dir), plan.name) is not None
 
 
-class _Fds:
-    """The jail root and the tenants directory, each opened once per jail (not once per mount)."""
+class Anchors:
+    """The root-controlled directories a mount starts from (jails, tenants, images), each opened
+    once (O_PATH) when first needed: once per jail, or once for a whole bulk run that passes the
+    same Anchors to every mount_jail (issue 21: four opens of long absolute paths a jail)."""
 
-    def __init__(self, cfg: Config, plan: MountPlan) -> None:
-        self.cfg, self.plan = cfg, plan
-        self.root_fd = self.tenants_fd = -1
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._fds: dict[str, int] = {}
 
-    def root(self) -> int:
-        if self.root_fd < 0:
-            self.root_fd = open_trusted(self.plan.root, self.cfg.jails_dir)
-        return self.root_fd
+    def _open(self, key: str, path: str | Path) -> int:
+        fd = self._fds.get(key)
+        if fd is None:
+            fd = self._fds[key] = open_trusted(path, path)
+        return fd
+
+    def jails(self) -> int:
+        return self._open("jails", self.cfg.jails_dir)
 
     def tenants(self) -> int:
-        if self.tenants_fd < 0:
-            self.tenants_fd = open_trusted(self.cfg.tenants_dir, self.cfg.tenants_dir)
-        return self.tenants_fd
+        return self._open("tenants", self.cfg.tenants_dir)
 
-    def below_tenants(self, path: str, directory: bool = True) -> int:
-        """Open path (below the tenants dir) from the one tenants fd, following no symlink."""
-        top = posix.fspath(self.cfg.tenants_dir).rstrip("/")
+    def images(self) -> int:
+        return self._open("images", self.cfg.images_dir)
+
+    def below(self, key: str, top: str | Path, path: str, directory: bool = True) -> int:
+        """Open path (below the directory `top`, the one anchored as `key`), following no symlink."""
+        top = posix.fspath(top).rstrip("/")
         if not path.startswith(top + "/"):
             raise JailError(f"refusing {path}: it is not below {top}")
-        return open_beneath(self.tenants(), path[len(top) :], directory=directory, what=path)
-
-    def close_root(self) -> None:
-        if self.root_fd >= 0:
-            posix.close(self.root_fd)
-            self.root_fd = -1
+        return open_beneath(self._open(key, top or "/"), path[len(top) + 1 :], directory=directory, what=path)
 
     def close(self) -> None:
-        self.close_root()
-        if self.tenants_fd >= 0:
-            posix.close(self.tenants_fd)
-            self.tenants_fd = -1
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            posix.close(fd)
+
+    def __enter__(self) -> Anchors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _ensure_root_dir(jails_fd: int, name: str) -> None:
@@ -160,38 +189,45 @@ def _ensure_root_dir(jails_fd: int, name: str) -> None:
         raise JailError(f"jail root {name!r} is not a directory")
 
 
-def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, fds: _Fds) -> None:
+def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, root_fd: int, anchors: Anchors, tenant_prefix: str) -> None:
     attrs = _attrs(entry.options)
-    tenant_dir = f"{cfg.tenants_dir}/{plan.name}"
-    if entry.target == "/":
-        target_fd = posix.dup(fds.root())
+    target, source = entry.target, entry.source
+    # A bind of a file below the tenant's etc/ (passwd, group, ...) is a file; everything else a directory.
+    is_dir = entry.fstype == "overlay" or not source.startswith(f"{tenant_prefix}{plan.name}/etc/")
+    if target == "/":
+        target_fd = root_fd
     else:
         # Below the jail root everything may be tenant-controlled (overlay upper).
-        is_dir = entry.fstype == "overlay" or not entry.source.startswith(f"{tenant_dir}/etc/")
-        target_fd = open_beneath(fds.root(), entry.target, directory=is_dir, what=f"{plan.name}:{entry.target}")
-    with opened(target_fd):
+        target_fd = open_beneath(root_fd, target, directory=is_dir, what=f"{plan.name}:{target}")
+    try:
         if entry.fstype == "bind":
-            is_dir = not entry.source.startswith(f"{tenant_dir}/etc/")
-            if entry.target == "/":
-                src_fd = open_trusted(entry.source, cfg.images_dir, directory=is_dir)
+            if target == "/":
+                src_fd = anchors.below("images", cfg.images_dir, source, directory=is_dir)
             else:
-                src_fd = fds.below_tenants(entry.source, directory=is_dir)
-            with opened(src_fd):
+                src_fd = anchors.below("tenants", cfg.tenants_dir, source, directory=is_dir)
+            try:
                 mfd = kernel.open_tree_clone(src_fd)
+            finally:
+                posix.close(src_fd)
         elif entry.fstype == "overlay":
-            lower, upper, work = entry.source.split(":")
-            posix.close(open_trusted(lower, cfg.images_dir))
+            lower, upper, work = source.split(":")
+            posix.close(anchors.below("images", cfg.images_dir, lower))
             for path in (upper, work):
-                posix.close(fds.below_tenants(path))
+                posix.close(anchors.below("tenants", cfg.tenants_dir, path))
             if plan.admin:
                 mfd = _admin_overlay(cfg, plan, lower, upper, work, attrs)
             else:
                 mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
         else:
             raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")
-        with opened(mfd):
+        try:
             kernel.set_mount_attrs(mfd, attrs)
-            kernel.move_mount_to_fd(mfd, target_fd, f"{plan.name}:{entry.target}")
+            kernel.move_mount_to_fd(mfd, target_fd, f"{plan.name}:{target}")
+        finally:
+            posix.close(mfd)
+    finally:
+        if target_fd != root_fd:
+            posix.close(target_fd)
 
 
 def _admin_overlay(cfg: Config, plan: MountPlan, lower: str, upper: str, work: str, attrs: int) -> int:

@@ -45,6 +45,7 @@ class Observed:
     spec: TenantSpec | None = None
     plan: MountPlan | None = None
     mounted: list[str] = dataclasses.field(default_factory=list)
+    checked: list[str] = dataclasses.field(default_factory=list)  # the targets read_mounts asked about, in order
     plan_text: str | None = None  # the text plan was parsed from (the planner's shortcut: a plan equal to it is not rendered)
     mounts_read: bool = True  # False: observed with the spec alone (observe, before the lock); read_mounts reads the rest
     uid_held: bool | None = None  # whether the wanted uid's reservation is this tenant's (observe_details; None: not read)
@@ -135,6 +136,7 @@ def read_mounts(cfg: Config, obs: Observed) -> None:
     if targets is None:
         targets = obs.plan.targets() if obs.plan else [str(cfg.jail_root(obs.name))]  # parsed: its errors now
     obs.mounted = [t for t in targets if is_mount_root(t)]
+    obs.checked = targets
     obs.mounts_read = True
 
 

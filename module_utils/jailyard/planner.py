@@ -39,6 +39,9 @@ class Step:
     owner: str = ""  # release-uid, take-uid: the name holding the reservation
     paths: tuple[str, ...] = ()
     plan: MountPlan | None = None
+    # mount: whether each of the plan's mounts was in place when observed under the lock the step
+    # is applied under (mount.mount_jail asks the kernel again when empty).
+    present: tuple[bool, ...] = ()
     detach: bool = False  # unmount: lazily (force)
     durable: bool = False  # write-file: fsync it (the run syncs the filesystem once otherwise)
     net: Any = None  # issue 17: net-up: {"net", "limits"}; net-down: whether a static address is released too
@@ -94,7 +97,7 @@ def plan_jail(cfg: Config, obs: Observed, want: Wanted, flags: dict[str, str]) -
     if want.state == "mounted":
         net_ok = network.is_up(cfg, spec.name, spec.net, spec.limits, obs.net or {})
         present = [t in obs.mounted for t in plan.targets()]
-        plan, mount_steps = plan_mount(cfg, spec, plan, present, obs.current_image, net_ok)
+        plan, mount_steps = plan_mount(cfg, spec, plan, present, obs.current_image, net_ok, asked=obs.checked)
         if spec.volume and all(present) and obs.volume and not obs.volume["mounted"]:
             # The jail's binds hold the volume's filesystem; its mount point is put back (the same device).
             mount_steps.append(Step("mount-volume", f"mount the volume of {spec.name}"))
@@ -375,12 +378,20 @@ def _service_start(obs: Observed, spec: TenantSpec) -> list[Step]:
 
 
 def plan_mount(
-    cfg: Config, spec: TenantSpec, plan: MountPlan, present: list[bool], current_image: str | None, net_ok: bool = True
+    cfg: Config,
+    spec: TenantSpec,
+    plan: MountPlan,
+    present: list[bool],
+    current_image: str | None,
+    net_ok: bool = True,
+    asked: list[str] | None = None,
 ) -> tuple[MountPlan, list[Step]]:
     """Mount what is missing; a fresh mount of a jail that follows 'current' first switches to the newest image.
 
     net_ok: whether a private network is set up as the spec asks (network.is_up); if not, it is set up
-    (or repaired) first, so the launcher finds both."""
+    (or repaired) first, so the launcher finds both. asked: the targets `present` was read for (under
+    the lock); when they are the plan's own, in order, the step carries the answer and the mount does
+    not ask the kernel a second time (issue 21)."""
     net_steps = [] if net_ok else _net_up(spec)
     if all(present):
         return plan, net_steps
@@ -393,7 +404,8 @@ def plan_mount(
         steps.append(Step("write-file", path="tenant.json", where="tenant", text=spec.to_json(), durable=True))
     # Without its root every piece is mounted again (stale leftovers are cleared first).
     missing = [m.target for m, ok in zip(plan.mounts, present, strict=True) if not ok or not present[0]]
-    steps.append(Step("mount", f"mount {spec.name}: {' '.join(missing)}", plan=plan))
+    known = tuple(present) if asked is not None and plan.targets() == list(asked) else ()
+    steps.append(Step("mount", f"mount {spec.name}: {' '.join(missing)}", plan=plan, present=known))
     return plan, steps
 
 

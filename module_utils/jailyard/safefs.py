@@ -55,6 +55,7 @@ def read_text(path: str, errors: str = "strict", follow: bool = True) -> str | N
 # Whether open_beneath asks openat2(2) first: False once the kernel said it lacks it (before
 # 5.6), or where tests force the walk (monkeypatch _OPENAT2).
 _OPENAT2 = True
+_kernel = None  # jailyard.kernel, imported on first use (the walk alone needs none of it)
 
 
 def open_beneath(root_fd: int, rel: str | Path, directory: bool = True, what: str | None = None) -> int:
@@ -64,19 +65,26 @@ def open_beneath(root_fd: int, rel: str | Path, directory: bool = True, what: st
     resolves 13 paths of 2-4 components, and one syscall a path took 4-7 us against 6-10 us for
     the walk one component at a time, an open and a close each (issue 21). When openat2 refuses
     or fails, or the kernel lacks it, the walk below opens it or says which component is wrong."""
-    global _OPENAT2
-    parts = _components(rel)
-    if parts and _OPENAT2:
-        from . import kernel
-
+    global _OPENAT2, _kernel
+    text = rel if isinstance(rel, str) else str(rel)
+    if "/." in f"/{text}" or "//" in text or text.startswith("/") or text.endswith("/"):
+        parts = _components(text)  # '.', '..', a hidden name, a doubled or outer slash: normalized, '..' refused
+        text = "/".join(parts)
+    else:
+        parts = None  # plain names joined by single slashes: split only if the walk below runs
+    if text and _OPENAT2:
+        if _kernel is None:
+            from . import kernel as _kernel  # once (an import statement a call was 1 us of 5, issue 21)
         flags = posix.O_PATH | posix.O_CLOEXEC | (posix.O_DIRECTORY if directory else 0)
         try:
-            fd = kernel.open_beneath(root_fd, "/".join(parts), flags)
-        except kernel.Unsupported:
+            fd = _kernel.open_beneath(root_fd, text, flags)
+        except _kernel.Unsupported:
             _OPENAT2 = False
             fd = -1
         if fd >= 0:
             return fd
+    if parts is None:
+        parts = text.split("/") if text else []
     fd = posix.dup(root_fd)
     try:
         for i, part in enumerate(parts):
