@@ -23,7 +23,7 @@ from .config import Config
 from .errors import JailError
 from .gcpause import collector_paused
 from .image import resolve_image
-from .kernel import is_mount_root, syncfs
+from .kernel import is_mount_root, mount_roots, syncfs
 from .lock import tenant_lock
 from .mount import Anchors
 from .observe import Observed, is_current, observe, observe_details, read_mounts
@@ -370,8 +370,9 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
             plan = spec.mount_plan(cfg, spec.image_id, Path("/"))
             targets = targets_of[spec.layout] = [(m.target, host_target("", m.target)) for m in plan.mounts]
         root = f"{jails}/{name}"
-        entries = [{"target": t, "mounted": is_mount_root(root + below)} for t, below in targets]
-        mounted = any(e["mounted"] for e in entries)
+        flags = mount_roots([root + below for _t, below in targets])
+        entries = [{"target": t, "mounted": m} for (t, _below), m in zip(targets, flags, strict=True)]
+        mounted = True in flags
         sessions = live_sessions(cfg, name, prune=False) if mounted and name in with_sessions else []
         fact = {
             "name": name,
@@ -383,7 +384,7 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
             "hostname": spec.hostname,
             "net": spec.net,
             "limits": spec.limits,
-            "mounted": all(e["mounted"] for e in entries),
+            "mounted": False not in flags,
             "mounts": entries,
             "sessions": sessions,
             "root": root,

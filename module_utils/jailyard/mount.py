@@ -54,7 +54,7 @@ def open_trusted(path: str | Path, trusted: str | Path, directory: bool = True) 
 
 def mount_state(plan: MountPlan) -> list[tuple[MountEntry, bool]]:
     """Each mount of the plan and whether it is in place (statx, like the launcher)."""
-    return [(m, kernel.is_mount_root(host_target(plan.root, m.target))) for m in plan.mounts]
+    return list(zip(plan.mounts, kernel.mount_roots([host_target(plan.root, m.target) for m in plan.mounts]), strict=True))
 
 
 def is_mounted(plan: MountPlan) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from . import leftovers, network, quota, registry
 from .config import Config
 from .image import resolve_image
-from .kernel import is_mount_root
+from .kernel import mount_roots
 from .plan import MountPlan, parse_plan, plan_targets
 from .safefs import opened, read_text
 from .service import status as service_status
@@ -135,7 +135,7 @@ def read_mounts(cfg: Config, obs: Observed) -> None:
     targets = plan_targets(obs.plan_text) if obs.plan_text is not None else None
     if targets is None:
         targets = obs.plan.targets() if obs.plan else [str(cfg.jail_root(obs.name))]  # parsed: its errors now
-    obs.mounted = [t for t in targets if is_mount_root(t)]
+    obs.mounted = [t for t, m in zip(targets, mount_roots(targets), strict=True) if m]
     obs.checked = targets
     obs.mounts_read = True
 

@@ -37,6 +37,11 @@ def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None
         os.close(fd)
         os.close(tfd)
     assert kernel.is_mount_root(str(target))
+    # Many at once, one buffer: a mount root, a plain directory, nothing there, a path through a file.
+    paths = [str(target), str(src), str(tmp_path / "missing"), str(src / "file" / "below")]
+    assert kernel.mount_roots(paths) == [True, False, False, False] == [kernel.is_mount_root(p) for p in paths]
+    (tmp_path / "link").symlink_to(target)
+    assert kernel.mount_roots([str(tmp_path / "link")]) == [False]  # a symlink to a mount root is not followed
     assert (target / "file").read_text() == "from src\n"
     with pytest.raises(OSError) as exc:
         (target / "new").write_text("x")
