@@ -73,6 +73,7 @@ SYS_MOUNT_SETATTR = 442
 SYS_OPENAT2 = 437
 SYS_STATMOUNT = 457
 SYS_LISTMOUNT = 458
+SYS_OPEN_TREE_ATTR = 467
 
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
@@ -150,12 +151,36 @@ def open_beneath(dirfd: int, rel: str, flags: int) -> int:
     return -err
 
 
-def open_tree_clone(dirfd: int, path: str = "", recursive: bool = False) -> int:
-    """A detached copy of the mount at dirfd/path (an fd, close-on-exec)."""
+# Whether open_tree_clone asks open_tree_attr(2) (Linux 6.15) for a clone with its attributes set:
+# False once the kernel said it lacks it, or where tests force the two calls.
+_OPEN_TREE_ATTR = True
+
+
+def open_tree_clone(dirfd: int, path: str = "", recursive: bool = False, attrs: int | None = None) -> int:
+    """A detached copy of the mount at dirfd/path (an fd, close-on-exec). With attrs: its mount
+    attributes set and its propagation private (set_mount_attrs), in the same call where the kernel
+    has open_tree_attr(2), else in a second (a jail's five mounts: five calls fewer, issue 21)."""
+    global _OPEN_TREE_ATTR
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_EMPTY_PATH if path == "" else 0)
     if recursive:
         flags |= AT_RECURSIVE
-    return _check(_syscall(SYS_OPEN_TREE, dirfd, path.encode(), flags), f"open_tree {path or '<fd>'}")
+    what = f"open_tree {path or '<fd>'}"
+    if attrs is not None and _OPEN_TREE_ATTR:
+        attr = _MOUNT_ATTR.get((attrs, True))
+        if attr is None:
+            attr = _MOUNT_ATTR[attrs, True] = _u64s(attrs, 0, MS_PRIVATE, 0)
+        fd = _syscall(SYS_OPEN_TREE_ATTR, dirfd, path.encode(), flags, attr, 32)
+        if fd >= 0 or _ctypes.get_errno() != ENOSYS:
+            return _check(fd, what)
+        _OPEN_TREE_ATTR = False
+    fd = _check(_syscall(SYS_OPEN_TREE, dirfd, path.encode(), flags), what)
+    if attrs is not None:
+        try:
+            set_mount_attrs(fd, attrs)
+        except BaseException:
+            posix.close(fd)
+            raise
+    return fd
 
 
 def set_mount_attrs(mfd: int, attrs: int, private: bool = True) -> None:

@@ -206,7 +206,7 @@ def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, root_fd: int, 
             else:
                 src_fd = anchors.below("tenants", cfg.tenants_dir, source, directory=is_dir)
             try:
-                mfd = kernel.open_tree_clone(src_fd)
+                mfd = kernel.open_tree_clone(src_fd, attrs=attrs)  # attributes set, propagation private
             finally:
                 posix.close(src_fd)
         elif entry.fstype == "overlay":
@@ -218,10 +218,14 @@ def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, root_fd: int, 
                 mfd = _admin_overlay(cfg, plan, lower, upper, work, attrs)
             else:
                 mfd = kernel.overlay_mount_fd(lower, upper, work, attrs)
+            try:
+                kernel.set_mount_attrs(mfd, attrs)
+            except BaseException:
+                posix.close(mfd)
+                raise
         else:
             raise JailError(f"unknown mount type {entry.fstype!r} in the plan of {plan.name}")
         try:
-            kernel.set_mount_attrs(mfd, attrs)
             kernel.move_mount_to_fd(mfd, target_fd, f"{plan.name}:{target}")
         finally:
             posix.close(mfd)

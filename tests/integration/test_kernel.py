@@ -21,16 +21,21 @@ def dir_fd(path: Path) -> int:
     return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None) -> None:
+@pytest.mark.parametrize("attr_call", ["open_tree_attr", "open_tree, then mount_setattr"])
+def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None, attr_call: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clone's attributes set in open_tree_attr(2) (6.15), or after it by mount_setattr, the fallback."""
+    monkeypatch.setattr(kernel, "_OPEN_TREE_ATTR", attr_call == "open_tree_attr")
     src, target = tmp_path / "src", tmp_path / "target"
     src.mkdir()
     target.mkdir()
+    # The source a shared mount of its own: a clone of it joins its peer group unless made private.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "jailyard-test", str(src)], check=True)
+    subprocess.run(["mount", "--make-shared", str(src)], check=True)
     (src / "file").write_text("from src\n")
     assert not kernel.is_mount_root(str(target))
     fd, tfd = dir_fd(src), dir_fd(target)
     try:
-        mfd = kernel.open_tree_clone(fd)
-        kernel.set_mount_attrs(mfd, kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOEXEC)
+        mfd = kernel.open_tree_clone(fd, attrs=kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOEXEC)
         kernel.move_mount_to_fd(mfd, tfd, "target")
         os.close(mfd)
     finally:
@@ -38,7 +43,7 @@ def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None
         os.close(tfd)
     assert kernel.is_mount_root(str(target))
     # Many at once, one buffer: a mount root, a plain directory, nothing there, a path through a file.
-    paths = [str(target), str(src), str(tmp_path / "missing"), str(src / "file" / "below")]
+    paths = [str(target), str(tmp_path), str(tmp_path / "missing"), str(src / "file" / "below")]
     assert kernel.mount_roots(paths) == [True, False, False, False] == [kernel.is_mount_root(p) for p in paths]
     (tmp_path / "link").symlink_to(target)
     assert kernel.mount_roots([str(tmp_path / "link")]) == [False]  # a symlink to a mount root is not followed
@@ -48,6 +53,9 @@ def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None
     assert exc.value.errno == errno.EROFS
     flags = os.statvfs(target).f_flag
     assert flags & os.ST_RDONLY and flags & os.ST_NOEXEC
+    (mine,) = [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if line.split()[4] == str(target)]
+    assert "shared:" not in mine and "master:" not in mine  # private: nothing propagates into or out of a jail
+    assert kernel._OPEN_TREE_ATTR == (attr_call == "open_tree_attr")  # the call this host has (6.15+) was the one used
     sfd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
     try:
         kernel.syncfs(sfd)  # a real filesystem: no error
@@ -57,6 +65,7 @@ def test_bind_clone_read_only_move_and_unmount(tmp_path: Path, mount_guard: None
     assert not kernel.is_mount_root(str(target))
     with pytest.raises(JailError, match=rf"^umount {target}: Invalid argument$"):
         kernel.umount(str(target))
+    kernel.umount(str(src))
 
 
 def test_overlay_writes_go_to_the_upper_layer(tmp_path: Path, mount_guard: None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jailtest import _under, make_config
-from jailyard import registry
+from jailyard import kernel, registry
 from jailyard.config import Config
 from jailyard.errors import JailError
 from jailyard.kernel import is_mount_root, umount
@@ -77,8 +77,13 @@ def test_every_state_transition_both_ways(cfg: Config, layout: str) -> None:
         assert not again.changed, (state, again.actions)
 
 
+@pytest.mark.parametrize("attr_call", ["open_tree_attr", "mount_setattr"])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_mounted_jail_is_readonly_nosuid_nodev_and_home_is_private(cfg: Config, layout: str) -> None:
+def test_mounted_jail_is_readonly_nosuid_nodev_and_home_is_private(
+    cfg: Config, layout: str, attr_call: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each bind's attributes set as it is cloned (6.15), or by mount_setattr after it (the fallback).
+    monkeypatch.setattr(kernel, "_OPEN_TREE_ATTR", attr_call == "open_tree_attr")
     converge(cfg, {"name": "alice", "uid": 10001, "layout": layout})
     root = cfg.jail_root("alice")
     for m in jail_mounts(cfg, "alice"):
