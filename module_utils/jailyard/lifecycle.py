@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import leftovers, network, quota, registry
+from . import forked, leftovers, network, quota, registry
 from .apply import apply_steps
 from .config import Config
 from .errors import JailError
@@ -179,20 +179,18 @@ def converge_many(
     return [done[i] for i in range(len(wants))]
 
 
-# A bulk run of FORK_FROM jails or more, on a node with two or more CPUs, converges every second
-# jail in a forked copy of this process while this one converges the others (issue 21: the work a
-# jail takes is mostly Python, so threads would take turns on the interpreter lock). Each jail is
-# still observed, planned and changed under its own lock, as when two runs converge different
-# jails at once, and the run still stops at the first failure, in both processes (a shared byte).
-# Not with a private network in the run (the first such mount makes the node's bridge and table:
-# one process), nor in check mode.
-FORK_FROM = 1000
-
+# A bulk run of forked.FORK_FROM jails or more, on a node with two or more CPUs, converges every
+# second jail in a forked copy of this process while this one converges the others (issue 21: the
+# work a jail takes is mostly Python, so threads would take turns on the interpreter lock). Each
+# jail is still observed, planned and changed under its own lock, as when two runs converge
+# different jails at once, and the run still stops at the first failure, in both processes (a
+# shared byte). Not with a private network in the run (the first such mount makes the node's
+# bridge and table: one process), nor in check mode.
 _Work = list[tuple[int, Observed, Wanted]]
 
 
 def _forks(observed: list[Observed], wants: list[Wanted], check: bool) -> bool:
-    if check or len(wants) < FORK_FROM or len(os.sched_getaffinity(0)) < 2:
+    if check or not forked.worth_it(len(wants)):
         return False
     specs = [o.spec for o in observed] + [w.spec for w in wants]
     return not any(spec is not None and spec.net == "private" for spec in specs)
@@ -360,11 +358,11 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
         with_service = frozenset()
     targets_of: dict[str, list[tuple[str, str]]] = {}  # layout -> (target, its path below the jail root)
     jails = str(cfg.jails_dir)
-    facts = []
-    for name in registry.list_names(cfg, pattern):
+
+    def fact_of(name: str) -> dict[str, Any] | None:
         spec = registry.load_spec(cfg, name)
         if spec is None:
-            continue  # a directory without a spec (list_tenants leaves it out too)
+            return None  # a directory without a spec (list_tenants leaves it out too)
         targets = targets_of.get(spec.layout)
         if targets is None:
             plan = spec.mount_plan(cfg, spec.image_id, Path("/"))
@@ -402,8 +400,13 @@ def jail_facts(cfg: Config, pattern: str = "*", disk_usage: bool = False, usage:
             fact["disk_usage"] = _disk_usage(cfg.tenant_dir(name))
         if usage:
             fact["usage"] = tenant_usage(cfg, name, spec.uid, spec.limits)  # beancounters (usage.py)
-        facts.append(fact)
-    return facts
+        return fact
+
+    names = registry.list_names(cfg, pattern)
+    # From forked.FORK_FROM jails on a node with two CPUs or more, every second one in a forked
+    # process (forked.py): the same facts, in the same order, in about two thirds of the time.
+    facts = forked.map_halves(fact_of, names) if forked.worth_it(len(names)) else [fact_of(name) for name in names]
+    return [fact for fact in facts if fact is not None]
 
 
 SERVICE_FACTS = ("state", "failures", "starts", "last_exit", "session", "next_start", "pid", "program")

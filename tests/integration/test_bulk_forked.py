@@ -1,4 +1,4 @@
-"""A bulk run split over two processes (lifecycle.FORK_FROM, issue 21): the same outcome as one
+"""A bulk run split over two processes (forked.FORK_FROM, issue 21): the same outcome as one
 process, every second jail done by a forked child, and a failure in either half stops both and is
 reported as one run's failure. Real mounts; FORK_FROM lowered so a dozen jails split."""
 
@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 
 from jailtest import make_config
-from jailyard import apply, lifecycle
+from jailyard import apply, forked, lifecycle
 from jailyard.config import Config
 from jailyard.errors import JailError
-from jailyard.lifecycle import PartialFailure, converge_many
+from jailyard.lifecycle import PartialFailure, converge_many, jail_facts
 from jailyard.mountinfo import jails_with_mounts, read_mountinfo
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -33,8 +33,8 @@ def items(state: str) -> list[dict]:
 @pytest.fixture
 def split(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bulk runs of two jails or more split, on a node with two CPUs whatever this host has."""
-    monkeypatch.setattr(lifecycle, "FORK_FROM", 2)
-    monkeypatch.setattr(lifecycle.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(forked, "FORK_FROM", 2)
+    monkeypatch.setattr(forked.os, "sched_getaffinity", lambda pid: {0, 1})
 
 
 def mounts_by_process(monkeypatch: pytest.MonkeyPatch, log: str, fail: str = "", where: str = "", error: type = JailError) -> None:
@@ -70,9 +70,9 @@ def test_a_split_run_does_what_one_process_does(
     log = str(tmp_path / "mounts")
     mounts_by_process(monkeypatch, log)
     for state in ("present", "mounted", "mounted", "unmounted", "mounted"):
-        monkeypatch.setattr(lifecycle, "FORK_FROM", 2)
+        monkeypatch.setattr(forked, "FORK_FROM", 2)
         there = converge_many(cfg, items(state))
-        monkeypatch.setattr(lifecycle, "FORK_FROM", 10**9)
+        monkeypatch.setattr(forked, "FORK_FROM", 10**9)
         here = converge_many(alone, items(state))
         assert outcome(cfg, there) == outcome(alone, here)  # in the items' order, before and after read in the child too
         assert [r.name for r in there] == NAMES
@@ -82,7 +82,7 @@ def test_a_split_run_does_what_one_process_does(
     split_pids = {pid for pid, _name in by[: len(NAMES)]}  # the first mount: this run's, two processes
     assert len(split_pids) == 2
     assert sorted(name for _pid, name in by[: len(NAMES)]) == NAMES
-    monkeypatch.setattr(lifecycle, "FORK_FROM", 2)
+    monkeypatch.setattr(forked, "FORK_FROM", 2)
     gone = converge_many(cfg, items("absent")[3:], exclusive=False)
     assert all(r.changed for r in gone) and mounted(cfg) == set(NAMES[:3])
     kept = converge_many(cfg, items("mounted")[:2], exclusive=True)  # b02 is unlisted: removed, in the child or here
@@ -138,3 +138,57 @@ def test_what_is_not_split(split: None) -> None:
     assert not lifecycle._forks([plain, plain], [plain, private], check=False)  # the node's bridge: one process makes it
     assert not lifecycle._forks([private, plain], [absent, plain], check=False)  # a removal of one too
     assert not lifecycle._forks([plain], [plain], check=False)  # below FORK_FROM
+
+
+def test_jail_facts_split_are_the_facts_of_one_process(cfg: Config, monkeypatch: pytest.MonkeyPatch, split: None) -> None:
+    converge_many(cfg, [{**item, "state": "mounted" if i % 3 else "present"} for i, item in enumerate(items("x"))])
+    (cfg.tenants_dir / "b99").mkdir()  # a directory without a spec: no fact, in either process
+    calls = []
+    real = forked.map_halves
+    monkeypatch.setattr(forked, "map_halves", lambda func, names: calls.append(len(names)) or real(func, names))
+    split_facts = jail_facts(cfg)
+    assert calls == [len(NAMES) + 1]  # the split ran
+    monkeypatch.setattr(forked, "FORK_FROM", 10**9)
+    assert split_facts == jail_facts(cfg)
+    assert [f["name"] for f in split_facts] == NAMES and sum(f["mounted"] for f in split_facts) == 8
+    # A spec that cannot be read: the error the loop in one process raises, whichever half met it.
+    for bad in ("b03", "b06"):
+        (cfg.tenants_dir / bad / "tenant.json").write_text("{not json")
+    monkeypatch.setattr(forked, "FORK_FROM", 2)
+    with pytest.raises(JailError) as split_error:
+        jail_facts(cfg)
+    monkeypatch.setattr(forked, "FORK_FROM", 10**9)
+    with pytest.raises(JailError) as one_error:
+        jail_facts(cfg)
+    assert str(split_error.value) == str(one_error.value) and "b03" in str(one_error.value)
+    converge_many(cfg, [{"name": n, "state": "absent", "purge": True} for n in NAMES if n not in ("b03", "b06")])
+
+
+def test_map_halves_keeps_order_and_raises_the_first_failure_in_order(split: None) -> None:
+    assert forked.map_halves(lambda x: (x, os.getpid()), list(range(7)))[::2] == [(x, os.getpid()) for x in range(0, 7, 2)]
+    got = forked.map_halves(lambda x: (x, os.getpid()), list(range(7)))
+    assert [x for x, _pid in got] == list(range(7)) and len({pid for _x, pid in got}) == 2
+
+    def fails_at(bad: set[int]):
+        def func(x: int) -> int:
+            if x in bad:
+                raise JailError(f"item {x} is bad")
+            return x
+
+        return func
+
+    for bad, first in (({5}, 5), ({4}, 4), ({3, 6}, 3), ({2, 5}, 2)):  # in the child, here, or both
+        with pytest.raises(JailError, match=rf"^item {first} is bad$"):
+            forked.map_halves(fails_at(bad), list(range(8)))
+
+    class Unpicklable(Exception):
+        def __reduce__(self):  # an exception that cannot cross the process boundary
+            raise TypeError("no")
+
+    def odd(x: int) -> int:
+        if x == 1:
+            raise Unpicklable("local")
+        return x
+
+    with pytest.raises(JailError, match=r"second process of this read failed: Unpicklable: local"):
+        forked.map_halves(odd, list(range(4)))
