@@ -1,14 +1,12 @@
-"""[func(x) for x in items], every second item in a forked copy of this process (issue 21).
+"""Work over thousands of jails in two processes at once, on a node with two CPUs or more (issue 21).
 
-For reads over thousands of jails (jail_facts: `jail_info`, `jailctl list`) on a node with two CPUs
-or more: the work per jail is mostly Python, so threads would take turns on the interpreter lock,
-while two processes run at once. The child computes its half, pickles the results (or the first
-exception it met, with its item's index) into a memfd, and leaves with os._exit (no atexit, no
-buffer flushed twice). The caller sees what the plain loop gives: the results in the items' order,
-or the exception of the first item in that order that raised.
-
-converge_many has its own split (lifecycle._converge_forked): it stops both halves at the first
-failure and reports what changed.
+The work per jail is mostly Python, so threads would take turns on the interpreter lock, while
+two processes run at once. `split` runs one half here and the other in a forked child, which
+pickles its result into a memfd and leaves with os._exit (no atexit, no buffer flushed twice).
+`map_halves` is [func(x) for x in items] on it (jail_facts: `jail_info`, `jailctl list`): the
+results in the items' order, or the exception of the first item in that order that raised.
+converge_many splits a bulk run on it too (lifecycle._converge_forked), each jail under its own
+lock, the first failure in either half stopping both.
 """
 
 from __future__ import annotations
@@ -31,22 +29,47 @@ def worth_it(count: int) -> bool:
 
 def map_halves(func: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
     """[func(x) for x in items], the odd-numbered items in a child process, at the same time."""
+    mine, theirs = split(lambda: _run(func, items, 0, keep=True), lambda: _run(func, items, 1), "this read")
+    failures = [f for f in (mine, theirs) if f[0] == "raised"]
+    if failures:
+        raise min(failures, key=lambda f: f[1])[2]
+    results: list[Any] = [None] * len(items)
+    results[0::2], results[1::2] = mine[1], theirs[1]
+    return results
+
+
+def split(mine: Callable[[], T], theirs: Callable[[], Any], what: str, interrupted: Callable[[], None] | None = None) -> tuple[T, Any]:
+    """(mine(), theirs()), theirs() run in a forked child at the same time; what names the work in errors.
+
+    The child pickles what theirs() returns into a memfd and leaves with os._exit (no atexit, no
+    buffer flushed twice). interrupted() is called in the process where the work raised, so the
+    other half can stop early (a flag both share). A child that raised, was killed or said
+    nothing is a JailError naming the second process, once this process's own half is done."""
     import pickle
 
-    out = os.memfd_create("jailyard-halves", os.MFD_CLOEXEC)
+    out = os.memfd_create("jailyard-split", os.MFD_CLOEXEC)
     try:
         pid = os.fork()
         if pid == 0:  # the child: its half, gone, whatever happens (never back into the caller)
             code = 1
             try:
-                data = pickle.dumps(_run(func, items, 1), pickle.HIGHEST_PROTOCOL)
+                try:
+                    data = pickle.dumps(("done", theirs()), pickle.HIGHEST_PROTOCOL)
+                except BaseException as exc:  # noqa: BLE001 - handed to the parent
+                    if interrupted is not None:
+                        interrupted()
+                    data = pickle.dumps(("crashed", f"{type(exc).__name__}: {exc}"))
                 while data:
                     data = data[os.write(out, data) :]
                 code = 0
             finally:
                 os._exit(code)
         try:
-            mine = _run(func, items, 0, keep=True)
+            here = mine()
+        except BaseException:
+            if interrupted is not None:
+                interrupted()
+            raise
         finally:
             status = os.waitpid(pid, 0)[1]
         os.lseek(out, 0, 0)
@@ -55,16 +78,13 @@ def map_halves(func: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
     finally:
         os.close(out)
     if os.WIFSIGNALED(status):
-        raise JailError(f"the second process of this read was killed by signal {os.WTERMSIG(status)}")
+        raise JailError(f"the second process of {what} was killed by signal {os.WTERMSIG(status)}")
     if not raw:
-        raise JailError(f"the second process of this read reported nothing (exit {os.WEXITSTATUS(status)})")
-    theirs = pickle.loads(raw)  # our own child's, through a memfd only we hold
-    failures = [f for f in (mine, theirs) if f[0] == "raised"]
-    if failures:
-        raise min(failures, key=lambda f: f[1])[2]
-    results: list[Any] = [None] * len(items)
-    results[0::2], results[1::2] = mine[1], theirs[1]
-    return results
+        raise JailError(f"the second process of {what} reported nothing (exit {os.WEXITSTATUS(status)})")
+    kind, there = pickle.loads(raw)  # our own child's, through a memfd only we hold
+    if kind == "crashed":
+        raise JailError(f"the second process of {what} failed: {there}")
+    return here, there
 
 
 def _run(func: Callable[[Any], T], items: Sequence[Any], start: int, keep: bool = False) -> tuple:

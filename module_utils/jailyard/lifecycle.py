@@ -218,62 +218,34 @@ def _converge_in_order(work: _Work, done: dict[int, Result], ctx: tuple, stop: A
 
 
 def _converge_forked(work: _Work, done: dict[int, Result], ctx: tuple) -> tuple[int, str] | None:
-    """_converge_in_order for every second jail in a child process, for the others here, at once.
-
-    The child hands back its results (before and after made there: the observations are its own),
-    pickled into a memfd, and leaves with os._exit (no atexit, no buffer flushed twice). A child
-    that crashed or was killed is raised here as a JailError, and stops this half too."""
+    """_converge_in_order for every second jail in a child process (forked.split), for the others
+    here, at once. The child hands back its results, before and after made there (the
+    observations are its own); whichever half fails first stops the other (a shared byte)."""
     import mmap
-    import pickle
 
     stop = mmap.mmap(-1, 1)  # MAP_SHARED | MAP_ANONYMOUS: one byte both processes see
-    out = os.memfd_create("jailyard-converge", os.MFD_CLOEXEC)
+
+    def theirs() -> tuple[list[tuple], tuple[int, str] | None]:
+        got: dict[int, Result] = {}
+        failure = _converge_in_order(work[1::2], got, ctx, stop)
+        return [(i, r.name, r.state, r.changed, r.actions, r.before, r.after) for i, r in got.items()], failure
+
+    def interrupted() -> None:
+        stop[0] = 1
+
     try:
-        pid = os.fork()
-        if pid == 0:  # the child: its half, its results, gone, whatever happens (never back into the caller)
-            code = 1
-            try:
-                theirs: dict[int, Result] = {}
-                try:
-                    failure = _converge_in_order(work[1::2], theirs, ctx, stop)
-                    made = [(i, r.name, r.state, r.changed, r.actions, r.before, r.after) for i, r in theirs.items()]
-                    data = pickle.dumps(("done", made, failure), pickle.HIGHEST_PROTOCOL)
-                except BaseException as exc:  # noqa: BLE001 - handed to the parent
-                    stop[0] = 1
-                    data = pickle.dumps(("crashed", f"{type(exc).__name__}: {exc}", None))
-                while data:
-                    data = data[os.write(out, data) :]
-                code = 0
-            finally:
-                os._exit(code)
-        try:
-            failure = _converge_in_order(work[0::2], done, ctx, stop)
-        except BaseException:
-            stop[0] = 1
-            raise
-        finally:
-            status = os.waitpid(pid, 0)[1]
-        os.lseek(out, 0, 0)
-        with os.fdopen(os.dup(out), "rb") as fh:
-            raw = fh.read()
-        if os.WIFSIGNALED(status):
-            raise JailError(f"the second process of this bulk run was killed by signal {os.WTERMSIG(status)}")
-        if not raw:
-            raise JailError(f"the second process of this bulk run reported nothing (exit {os.WEXITSTATUS(status)})")
-        kind, made, failed_there = pickle.loads(raw)  # our own child's, through a memfd only we hold
-        if kind == "crashed":
-            stop[0] = 1
-            raise JailError(f"the second process of this bulk run failed: {made}")
-        for index, name, state, changed, actions, before, after in made:
-            done[index] = Result(name=name, state=state, changed=changed, actions=actions, before=before, after=after)
-        failures = sorted(f for f in (failure, failed_there) if f is not None)
-        if len(failures) == 2:
-            (first, error), (other, why) = failures
-            return first, f"{error} (and {work[other][2].name}: {why})"
-        return failures[0] if failures else None
+        failure, (made, failed_there) = forked.split(
+            lambda: _converge_in_order(work[0::2], done, ctx, stop), theirs, "this bulk run", interrupted
+        )
     finally:
         stop.close()
-        os.close(out)
+    for index, name, state, changed, actions, before, after in made:
+        done[index] = Result(name=name, state=state, changed=changed, actions=actions, before=before, after=after)
+    failures = sorted(f for f in (failure, failed_there) if f is not None)
+    if len(failures) == 2:
+        (first, error), (other, why) = failures
+        return first, f"{error} (and {work[other][2].name}: {why})"
+    return failures[0] if failures else None
 
 
 def _converge_one(
