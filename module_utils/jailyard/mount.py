@@ -94,8 +94,8 @@ def mount_jail(
         jails = posix.fspath(cfg.jails_dir).rstrip("/")
         if root != f"{jails}/{plan.name}":
             raise JailError(f"refusing the jail root {root}: it is not {jails}/{plan.name}")
-        _ensure_root_dir(anchors.jails(), plan.name)
-        root_fd = open_beneath(anchors.jails(), plan.name, what=root)
+        _ensure_root_dir(anchors.anchor(cfg.jails_dir), plan.name)
+        root_fd = open_beneath(anchors.anchor(cfg.jails_dir), plan.name, what=root)
         tenant_prefix = f"{posix.fspath(cfg.tenants_dir).rstrip('/')}/"
         for entry, present in state:
             if present:
@@ -107,7 +107,7 @@ def mount_jail(
                 # through the mount.
                 posix.close(root_fd)
                 root_fd = -1
-                root_fd = open_beneath(anchors.jails(), plan.name, what=root)
+                root_fd = open_beneath(anchors.anchor(cfg.jails_dir), plan.name, what=root)
     except BaseException:
         # All or nothing: never leave a jail half-mounted by this call.
         for target in reversed(done):
@@ -143,40 +143,27 @@ class Anchors:
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, int] = {}  # by the directory's path as configured
 
-    def _open(self, key: str, path: str | Path) -> int:
-        fd = self._fds.get(key)
+    def anchor(self, top: str | Path) -> int:
+        """An O_PATH fd of the trusted directory top (its admin's symlinks followed, as open_trusted)."""
+        top = posix.fspath(top).rstrip("/") or "/"
+        fd = self._fds.get(top)
         if fd is None:
-            fd = self._fds[key] = open_trusted(path, path)
+            fd = self._fds[top] = open_trusted(top, top)
         return fd
 
-    def jails(self) -> int:
-        return self._open("jails", self.cfg.jails_dir)
-
-    def tenants(self) -> int:
-        return self._open("tenants", self.cfg.tenants_dir)
-
-    def images(self) -> int:
-        return self._open("images", self.cfg.images_dir)
-
-    def below(self, key: str, top: str | Path, path: str, directory: bool = True) -> int:
-        """Open path (below the directory `top`, the one anchored as `key`), following no symlink."""
+    def below(self, top: str | Path, path: str, directory: bool = True) -> int:
+        """Open path, which must lie below the trusted directory top, following no symlink below it."""
         top = posix.fspath(top).rstrip("/")
         if not path.startswith(top + "/"):
             raise JailError(f"refusing {path}: it is not below {top}")
-        return open_beneath(self._open(key, top or "/"), path[len(top) + 1 :], directory=directory, what=path)
+        return open_beneath(self.anchor(top), path[len(top) + 1 :], directory=directory, what=path)
 
     def close(self) -> None:
         fds, self._fds = self._fds, {}
         for fd in fds.values():
             posix.close(fd)
-
-    def __enter__(self) -> Anchors:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _ensure_root_dir(jails_fd: int, name: str) -> None:
@@ -202,18 +189,18 @@ def _mount_entry(cfg: Config, plan: MountPlan, entry: MountEntry, root_fd: int, 
     try:
         if entry.fstype == "bind":
             if target == "/":
-                src_fd = anchors.below("images", cfg.images_dir, source, directory=is_dir)
+                src_fd = anchors.below(cfg.images_dir, source, directory=is_dir)
             else:
-                src_fd = anchors.below("tenants", cfg.tenants_dir, source, directory=is_dir)
+                src_fd = anchors.below(cfg.tenants_dir, source, directory=is_dir)
             try:
                 mfd = kernel.open_tree_clone(src_fd, attrs=attrs)  # attributes set, propagation private
             finally:
                 posix.close(src_fd)
         elif entry.fstype == "overlay":
             lower, upper, work = source.split(":")
-            posix.close(anchors.below("images", cfg.images_dir, lower))
+            posix.close(anchors.below(cfg.images_dir, lower))
             for path in (upper, work):
-                posix.close(anchors.below("tenants", cfg.tenants_dir, path))
+                posix.close(anchors.below(cfg.tenants_dir, path))
             if plan.admin:
                 mfd = _admin_overlay(cfg, plan, lower, upper, work, attrs)
             else:
