@@ -108,6 +108,7 @@ LSMT_ROOT = 0xFFFFFFFFFFFFFFFF
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 ENOSYS = 38
+EPERM = 1
 EOVERFLOW = 75
 
 ATTR_BY_OPTION = {"ro": MOUNT_ATTR_RDONLY, "nosuid": MOUNT_ATTR_NOSUID, "nodev": MOUNT_ATTR_NODEV, "noexec": MOUNT_ATTR_NOEXEC}
@@ -166,12 +167,11 @@ def open_tree_clone(dirfd: int, path: str = "", recursive: bool = False, attrs: 
         flags |= AT_RECURSIVE
     what = f"open_tree {path or '<fd>'}"
     if attrs is not None and _OPEN_TREE_ATTR:
-        attr = _MOUNT_ATTR.get((attrs, True))
-        if attr is None:
-            attr = _MOUNT_ATTR[attrs, True] = _u64s(attrs, 0, MS_PRIVATE, 0)
-        fd = _syscall(SYS_OPEN_TREE_ATTR, dirfd, path.encode(), flags, attr, 32)
-        if fd >= 0 or _ctypes.get_errno() != ENOSYS:
+        fd = _syscall(SYS_OPEN_TREE_ATTR, dirfd, path.encode(), flags, _mount_attr(attrs, True), 32)
+        if fd >= 0 or _ctypes.get_errno() not in (ENOSYS, EPERM):
             return _check(fd, what)
+        # ENOSYS: before 6.15; EPERM: what an older seccomp profile answers for a syscall it does not
+        # know. The two calls below then run, and say what is wrong if something really is.
         _OPEN_TREE_ATTR = False
     fd = _check(_syscall(SYS_OPEN_TREE, dirfd, path.encode(), flags), what)
     if attrs is not None:
@@ -184,11 +184,15 @@ def open_tree_clone(dirfd: int, path: str = "", recursive: bool = False, attrs: 
 
 
 def set_mount_attrs(mfd: int, attrs: int, private: bool = True) -> None:
+    _check(_syscall(SYS_MOUNT_SETATTR, mfd, b"", AT_EMPTY_PATH, _mount_attr(attrs, private), 32), "mount_setattr")
+
+
+def _mount_attr(attrs: int, private: bool) -> bytes:
+    """struct mount_attr (attr_set, attr_clr, propagation, userns_fd), packed once per value."""
     attr = _MOUNT_ATTR.get((attrs, private))
     if attr is None:
-        # struct mount_attr: attr_set, attr_clr, propagation, userns_fd
         attr = _MOUNT_ATTR[attrs, private] = _u64s(attrs, 0, MS_PRIVATE if private else 0, 0)
-    _check(_syscall(SYS_MOUNT_SETATTR, mfd, b"", AT_EMPTY_PATH, attr, 32), "mount_setattr")
+    return attr
 
 
 def move_mount_to_fd(mfd: int, target_fd: int, what: str) -> None:
@@ -229,20 +233,12 @@ _MOUNT_ROOT_BIT = STATX_ATTR_MOUNT_ROOT >> 8
 
 def is_mount_root(path: str) -> bool:
     """True when path (not followed if a symlink) is the root of a mount."""
-    buf = _StatxBuffer()
-    ret = _statx(AT_FDCWD, path.encode(), AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC, 0, buf)
-    if ret < 0:
-        err = _ctypes.get_errno()
-        if err in (2, 20):  # ENOENT, ENOTDIR: nothing there, so not mounted
-            return False
-        raise JailError(f"statx {path}: {posix.strerror(err)}")
-    # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...: only the byte of
-    # stx_attributes that holds STATX_ATTR_MOUNT_ROOT (0x2000) is read (one call per planned mount).
-    return bool(buf[_MOUNT_ROOT_BYTE][0] & _MOUNT_ROOT_BIT)
+    return mount_roots([path])[0]
 
 
 def mount_roots(paths: list[str]) -> list[bool]:
-    """is_mount_root of each path, with one result buffer for all (a jail's five targets; issue 21)."""
+    """Whether each path (not followed if a symlink) is the root of a mount: one statx each, with
+    one result buffer for all (a jail's five targets; issue 21)."""
     buf = _StatxBuffer()
     flags = AT_SYMLINK_NOFOLLOW | AT_STATX_DONT_SYNC
     out = []
@@ -253,6 +249,8 @@ def mount_roots(paths: list[str]) -> list[bool]:
                 out.append(False)
                 continue
             raise JailError(f"statx {path}: {posix.strerror(err)}")
+        # struct statx: u32 stx_mask, u32 stx_blksize, u64 stx_attributes, ...: only the byte of
+        # stx_attributes that holds STATX_ATTR_MOUNT_ROOT (0x2000) is read.
         out.append(bool(buf[_MOUNT_ROOT_BYTE][0] & _MOUNT_ROOT_BIT))
     return out
 
